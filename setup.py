@@ -1,0 +1,50 @@
+"""Builds the Cython kernels (`raftfast/**/_*_c.pyx`).
+
+`RAFTFAST_NO_EXTENSIONS=1` skips them (pure-Python install). Otherwise a kernel that fails to
+compile fails the install: a silent fallback to slow code is worse than a loud error.
+`RAFTFAST_CYTHON_ANNOTATE=1` writes the HTML annotation next to each .pyx;
+`RAFTFAST_CYTHON_DEBUG=1` compiles with bounds and overflow checks, line tracing and -O0.
+"""
+
+import glob
+import os
+
+from setuptools import setup
+
+NO_EXTENSIONS = os.environ.get("RAFTFAST_NO_EXTENSIONS", "") not in ("", "0")
+ANNOTATE = os.environ.get("RAFTFAST_CYTHON_ANNOTATE", "") not in ("", "0")
+DEBUG = os.environ.get("RAFTFAST_CYTHON_DEBUG", "") not in ("", "0")
+
+
+def extensions():
+    sources = sorted(glob.glob("raftfast/**/_*_c.pyx", recursive=True))
+    if NO_EXTENSIONS or not sources:
+        return []
+    from Cython.Build import cythonize
+    from setuptools import Extension
+
+    directives = {
+        "language_level": 3,
+        "boundscheck": DEBUG,
+        "wraparound": DEBUG,
+        "cdivision": not DEBUG,
+        "initializedcheck": DEBUG,
+        "overflowcheck": DEBUG,
+        "embedsignature": True,
+        "linetrace": DEBUG,
+    }
+    macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
+    compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+    modules = [
+        Extension(
+            source[:-4].replace(os.sep, "."),
+            [source],
+            define_macros=macros,
+            extra_compile_args=compile_args,
+        )
+        for source in sources
+    ]
+    return cythonize(modules, compiler_directives=directives, annotate=ANNOTATE)
+
+
+setup(ext_modules=extensions())
