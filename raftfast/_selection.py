@@ -6,14 +6,19 @@ they were built (a normal `pip install .` builds them and fails loudly if it can
 
 from __future__ import annotations
 
-import importlib.util
 import os
+from importlib.machinery import EXTENSION_SUFFIXES
 
 NO_EXTENSIONS = os.environ.get("RAFTFAST_NO_EXTENSIONS", "") not in ("", "0")
 
+_HERE = os.path.dirname(__file__)
+
 
 def _compiled_present() -> bool:
-    return importlib.util.find_spec("raftfast.log._entries_c") is not None
+    # Look on disk rather than importing: importing a kernel here would import its package
+    # while this module is still initialising.
+    base = os.path.join(_HERE, "log", "_entries_c")
+    return any(os.path.exists(base + suffix) for suffix in EXTENSION_SUFFIXES)
 
 
 USE_EXTENSIONS = not NO_EXTENSIONS and _compiled_present()
