@@ -11,6 +11,7 @@ from .config import RaftConfig
 from .errors import ConfigInProgressError, EncodingError, NotLeaderError, RaftError, StorageError
 from .events import Event
 from .log import MemoryLog, RaftLog
+from .node import RaftNode
 from .messages import (
     AppendEntries,
     AppendEntriesReply,
@@ -53,6 +54,7 @@ __all__ = [
     "RaftConfig",
     "RaftError",
     "RaftLog",
+    "RaftNode",
     "ReadProbe",
     "ReadProbeReply",
     "RequestVote",
