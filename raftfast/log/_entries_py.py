@@ -101,6 +101,16 @@ class EntryLog:
         terms, kinds = self._terms, self._kinds
         return [LogEntry(terms[i], i + offset + 1, _KINDS[kinds[i]], commands[i]) for i in range(start, stop)]
 
+    def slices(self, lo: int, hi: int):
+        """Entries lo..hi as three parallel sequences: terms, kinds (ints) and commands."""
+        if hi < lo:
+            return [], b"", []
+        offset = self._offset
+        if lo <= offset or hi > offset + len(self._commands):
+            raise IndexError(f"entries {lo}..{hi} are outside the log ({offset + 1}..{self.last_index()})")
+        a, b = lo - offset - 1, hi - offset
+        return self._terms[a:b].tolist(), bytes(self._kinds[a:b]), self._commands[a:b]
+
     # -- writes ----------------------------------------------------------------------------
 
     def append(self, entries: Sequence[LogEntry]) -> None:
@@ -115,11 +125,14 @@ class EntryLog:
                 raise ValueError(f"append: expected index {expected}, got {entry.index}")
             if entry.term < last_term:
                 raise ValueError(f"append: term {entry.term} at index {expected} is below {last_term}")
+            kind = int(entry.kind)
+            if kind < 0 or kind > 2:
+                raise ValueError(f"append: invalid entry kind {entry.kind!r}")
             command = entry.command
             if type(command) is not bytes:
                 command = bytes(command)
             new_terms.append(entry.term)
-            new_kinds.append(int(entry.kind))
+            new_kinds.append(kind)
             new_commands.append(command)
             last_term = entry.term
             expected += 1
@@ -132,6 +145,9 @@ class EntryLog:
         """Append one entry per command, all in `term` with `kind`; returns the new last index."""
         if term < self.last_term():
             raise ValueError(f"append: term {term} is below {self.last_term()}")
+        for command in commands:
+            if type(command) is not bytes:
+                raise TypeError(f"append_commands: commands must be bytes, got {type(command).__name__}")
         n = len(commands)
         self._terms.extend([term] * n)
         self._kinds.extend(bytes([kind]) * n)
