@@ -220,8 +220,12 @@ class RaftNode:
         """
         out = self._out
         proposals = self._proposals
+        propose = Event.Propose
+        max_bytes = self._cfg.max_entry_bytes
+        can_propose = self._can_propose()
         for event in events:
-            if type(event) is Event.Propose and self._can_propose():
+            kind = type(event)
+            if kind is propose and can_propose:
                 command = event.command
                 if type(command) is not bytes:
                     try:
@@ -229,22 +233,23 @@ class RaftNode:
                     except _CLIENT_ERRORS as exc:
                         out.append(Action.Rejected(event, exc))
                         continue
-                elif len(command) > self._cfg.max_entry_bytes:
+                elif len(command) > max_bytes:
                     out.append(Action.Rejected(event, self._too_large(command)))
                     continue
                 proposals.append(command)
                 continue
             if proposals:
                 self._flush_proposals()
-            if type(event) is Event.Tick or type(event) is Event.Message:
+            if kind is Event.Tick or kind is Event.Message:
                 self._dispatch(event)
-                continue
-            try:
-                self._dispatch(event)
-            except StorageError:
-                raise
-            except _CLIENT_ERRORS as exc:
-                out.append(Action.Rejected(event, exc))
+            else:
+                try:
+                    self._dispatch(event)
+                except StorageError:
+                    raise
+                except _CLIENT_ERRORS as exc:
+                    out.append(Action.Rejected(event, exc))
+            can_propose = self._can_propose()
         return self._finish()
 
     def _dispatch(self, event) -> None:
@@ -757,11 +762,20 @@ class RaftNode:
         applied = self._applied
         commit = self._commit
         apply = Action.Apply
+        slices = getattr(log, "slices", None)
         while applied < commit:
             hi = min(commit, applied + _APPLY_CHUNK)
-            for entry in log.entries(applied + 1, hi):
-                if entry.kind is _NORMAL:
-                    out.append(apply(entry.index, entry.term, entry.command))
+            if slices is not None:
+                terms, kinds, commands = slices(applied + 1, hi)
+                index = applied
+                for term, kind, command in zip(terms, kinds, commands):
+                    index += 1
+                    if kind == 0:
+                        out.append(apply(index, term, command))
+            else:
+                for entry in log.entries(applied + 1, hi):
+                    if entry.kind is _NORMAL:
+                        out.append(apply(entry.index, entry.term, entry.command))
             applied = hi
         self._applied = applied
 
@@ -770,6 +784,9 @@ class RaftNode:
     def _append_local(self, entries) -> None:
         self._log.append(entries)
         self._dirty = True
+        kinds = getattr(entries, "kinds", None)
+        if kinds is not None and _CONFIG not in kinds:
+            return  # a compact batch says without building entries that none is a config
         for entry in entries:
             if entry.kind is _CONFIG:
                 self._push_config(entry.index, Membership.decode(entry.command))

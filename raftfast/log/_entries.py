@@ -3,6 +3,8 @@
 from .. import _selection
 
 if _selection.USE_EXTENSIONS:
-    from ._entries_c import EntryLog  # noqa: F401
+    from ._entries_c import EntryBatch, EntryLog
 else:
-    from ._entries_py import EntryLog  # noqa: F401
+    from ._entries_py import EntryBatch, EntryLog
+
+__all__ = ["EntryBatch", "EntryLog"]

@@ -7,11 +7,90 @@ object per entry, not one LogEntry; LogEntry objects are built only when asked f
 from __future__ import annotations
 
 from array import array
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Union, overload
 
 from ..types import EntryKind, LogEntry
 
 _KINDS = (EntryKind.NORMAL, EntryKind.CONFIG, EntryKind.NOOP)
+
+
+class EntryBatch(Sequence[LogEntry]):
+    """Consecutive entries from `first_index`, stored as parallel columns: a compact sequence
+    that yields LogEntry. It is what `EntryLog.batch` returns and what the codec decodes
+    AppendEntries entries into, so replication never builds one object per entry."""
+
+    __slots__ = ("_first", "_terms", "_kinds", "_commands")
+
+    def __init__(self, first_index: int, terms: Sequence[int], kinds: bytes, commands: List[bytes]) -> None:
+        if not (len(terms) == len(kinds) == len(commands)):
+            raise ValueError("EntryBatch: terms, kinds and commands differ in length")
+        self._first = first_index
+        self._terms = list(terms)
+        self._kinds = bytes(kinds)
+        self._commands = list(commands)
+
+    @property
+    def first_index(self) -> int:
+        return self._first
+
+    @property
+    def last_index(self) -> int:
+        return self._first + len(self._commands) - 1
+
+    @property
+    def terms(self) -> List[int]:
+        return self._terms
+
+    @property
+    def kinds(self) -> bytes:
+        return self._kinds
+
+    @property
+    def commands(self) -> List[bytes]:
+        return self._commands
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    @overload
+    def __getitem__(self, i: int) -> LogEntry: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> "EntryBatch": ...
+
+    def __getitem__(self, i: Union[int, slice]):
+        n = len(self._commands)
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            if step != 1:
+                raise ValueError("EntryBatch slices must be contiguous")
+            stop = max(start, stop)
+            return EntryBatch(self._first + start, self._terms[start:stop], self._kinds[start:stop], self._commands[start:stop])
+        if i < 0:
+            i += n
+        if i < 0 or i >= n:
+            raise IndexError("EntryBatch index out of range")
+        return LogEntry(self._terms[i], self._first + i, _KINDS[self._kinds[i]], self._commands[i])
+
+    def __iter__(self) -> Iterator[LogEntry]:
+        first, kinds = self._first, self._kinds
+        for i, (term, command) in enumerate(zip(self._terms, self._commands)):
+            yield LogEntry(term, first + i, _KINDS[kinds[i]], command)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EntryBatch):
+            return (
+                (self._first == other._first or not self._commands)
+                and self._terms == other._terms
+                and self._kinds == other._kinds
+                and self._commands == other._commands
+            )
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"EntryBatch(first_index={self._first}, count={len(self._commands)})"
 
 
 class EntryLog:
@@ -79,7 +158,7 @@ class EntryLog:
             for i in range(lo - offset - 1, hi - offset)
         ]
 
-    def batch(self, lo: int, max_count: int, max_bytes: int) -> List[LogEntry]:
+    def batch(self, lo: int, max_count: int, max_bytes: int) -> EntryBatch:
         """Entries from `lo` for one AppendEntries: at most `max_count` entries and, after the
         first (always sent, however large), at most `max_bytes` of commands."""
         offset = self._offset
@@ -98,8 +177,7 @@ class EntryLog:
                     break
                 i += 1
             stop = i
-        terms, kinds = self._terms, self._kinds
-        return [LogEntry(terms[i], i + offset + 1, _KINDS[kinds[i]], commands[i]) for i in range(start, stop)]
+        return EntryBatch(start + offset + 1, self._terms[start:stop].tolist(), bytes(self._kinds[start:stop]), commands[start:stop])
 
     def slices(self, lo: int, hi: int):
         """Entries lo..hi as three parallel sequences: terms, kinds (ints) and commands."""
@@ -117,6 +195,9 @@ class EntryLog:
         """Append `entries`, the first at `last_index()+1`; all or nothing (ValueError)."""
         expected = self._offset + len(self._commands) + 1
         last_term = self.last_term()
+        if type(entries) is EntryBatch:
+            self._append_batch(entries, expected, last_term)
+            return
         new_terms: List[int] = []
         new_kinds = bytearray()
         new_commands: List[bytes] = []
@@ -140,6 +221,24 @@ class EntryLog:
         self._kinds += new_kinds
         self._commands += new_commands
         self._bytes += sum(map(len, new_commands))
+
+    def _append_batch(self, batch: EntryBatch, expected: int, last_term: int) -> None:
+        if not len(batch):
+            return
+        if batch.first_index != expected:
+            raise ValueError(f"append: expected index {expected}, got {batch.first_index}")
+        previous = last_term
+        for i, term in enumerate(batch.terms):
+            if term < previous:
+                raise ValueError(f"append: term {term} at index {expected + i} is below {previous}")
+            previous = term
+        kinds = batch.kinds
+        if kinds and max(kinds) > 2:
+            raise ValueError(f"append: invalid entry kind {max(kinds)!r}")
+        self._terms.extend(batch.terms)
+        self._kinds += kinds
+        self._commands += batch.commands
+        self._bytes += sum(map(len, batch.commands))
 
     def append_commands(self, term: int, kind: int, commands: Sequence[bytes]) -> int:
         """Append one entry per command, all in `term` with `kind`; returns the new last index."""

@@ -34,8 +34,14 @@ class MemoryLog:
     def batch(self, lo: int, max_count: int, max_bytes: int) -> List[LogEntry]:
         return self._entries.batch(lo, max_count, max_bytes)
 
+    def slices(self, lo: int, hi: int):
+        return self._entries.slices(lo, hi)
+
     def append(self, entries: Sequence[LogEntry]) -> None:
         self._entries.append(entries)
+
+    def append_commands(self, term: int, kind: int, commands: List[bytes]) -> int:
+        return self._entries.append_commands(term, kind, commands)
 
     def truncate(self, from_index: int) -> None:
         self._entries.truncate(from_index)
