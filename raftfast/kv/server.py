@@ -13,17 +13,14 @@ from typing import Any, Dict, Optional, Tuple
 
 from .. import framing
 from ..config import RaftConfig
-from ..runtime.address import Address
+from ..runtime.address import CLIENT_PORT_OFFSET, Address
 from ..runtime.server import RaftServer
 from ..runtime.storage import open_log
 from ..types import NodeId
 from .service import KVService
 from .store import KVStore
 
-__all__ = ["KVServer", "ServerOptions", "CLIENT_PORT_OFFSET"]
-
-CLIENT_PORT_OFFSET = 1000
-"""Without an explicit client port, a node serves clients on its peer port + this."""
+__all__ = ["KVServer", "ServerOptions"]
 
 
 @dataclass

@@ -7,7 +7,10 @@ from typing import Dict, NamedTuple
 
 from ..types import NodeId
 
-__all__ = ["Address", "parse_address", "parse_peers"]
+__all__ = ["Address", "CLIENT_PORT_OFFSET", "parse_address", "parse_peers"]
+
+CLIENT_PORT_OFFSET = 1000
+"""Unless told otherwise, a node serves clients on its peer port + this."""
 
 
 class Address(NamedTuple):
