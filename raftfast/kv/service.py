@@ -182,6 +182,8 @@ class KVService:
             # same (client id, seq); a retry of one that did commit gets the remembered result.
             pending = self._pending
             self._pending = {}
+            logger.info("node %d: no longer leader (term %d): %d pending writes answered NOT_LEADER",
+                        self.raft.id, term, len(pending))  # type: ignore[union-attr]
             for conn, rid in pending.values():
                 conn.reply(self._not_leader(rid, leader))
 
