@@ -329,3 +329,96 @@ def test_memory_log_batch_delegates_byte_limit():
     log.append([e(1, 1, b"x" * 50), e(1, 2, b"y" * 50)])
     assert [x.index for x in log.batch(1, 10, 60)] == [1]
     assert [x.index for x in log.batch(1, 10, 100)] == [1, 2]
+
+
+# ---------------------------------------------------------------- EntryBatch, slices, bulk writes
+
+
+def test_batch_is_a_sequence_of_log_entries(EntryLog):
+    log = filled(EntryLog, [1, 1, 2, 2, 3], offset=10, offset_term=1)
+    batch = log.batch(12, 10, 1 << 20)
+    expected = log.entries(12, 15)
+    assert len(batch) == 4 and list(batch) == expected and batch == expected
+    assert batch[0] == expected[0] and batch[-1] == expected[-1]
+    assert batch[1:3] == expected[1:3]
+    assert list(batch[1:3]) == expected[1:3]
+    assert [e.index for e in batch[2:]] == [14, 15]
+    assert len(batch[3:1]) == 0
+    with pytest.raises(IndexError):
+        batch[4]
+    with pytest.raises(IndexError):
+        batch[-5]
+
+
+def test_batch_columns_and_bounds():
+    from raftfast.log._entries_py import EntryBatch
+
+    log = _entries_py.EntryLog()
+    log.append([e(1, 1, b"a"), LogEntry(2, 2, EntryKind.CONFIG, b"cfg"), e(2, 3, b"c")])
+    batch = log.batch(1, 10, 100)
+    assert isinstance(batch, EntryBatch)
+    assert (batch.first_index, batch.last_index) == (1, 3)
+    assert batch.terms == [1, 2, 2]
+    assert batch.kinds == bytes([0, 1, 0])
+    assert batch.commands == [b"a", b"cfg", b"c"]
+    with pytest.raises(ValueError):
+        batch[::2]
+    with pytest.raises(ValueError):
+        EntryBatch(1, [1, 1], b"\x00", [b"a", b"b"])
+
+
+def test_append_accepts_a_batch_from_another_log(EntryLog):
+    leader = filled(EntryLog, [1, 1, 2, 2])
+    follower = filled(EntryLog, [1])
+    follower.append(leader.batch(2, 10, 1 << 20))
+    assert follower.entries(1, 4) == leader.entries(1, 4)
+    assert follower.payload_bytes == leader.payload_bytes
+    follower.append(leader.batch(5, 10, 1 << 20))  # an empty batch is a no-op
+    assert follower.last_index() == 4
+
+
+def test_append_batch_validates_all_or_nothing(EntryLog):
+    source = filled(EntryLog, [1, 1, 2])
+    log = filled(EntryLog, [1])
+    with pytest.raises(ValueError):
+        log.append(source.batch(3, 10, 1 << 20))  # starts at 3, we need 2
+    high = filled(EntryLog, [3])
+    with pytest.raises(ValueError):
+        high.append(source.batch(2, 10, 1 << 20))  # terms 1, 2 below our last term 3
+    assert log.last_index() == 1 and high.last_index() == 1
+
+
+def test_append_rejects_an_invalid_kind(EntryLog):
+    log = EntryLog()
+    with pytest.raises(ValueError):
+        log.append([LogEntry(1, 1, 7, b"x")])
+    assert log.last_index() == 0
+
+
+def test_append_commands_rejects_non_bytes_all_or_nothing(EntryLog):
+    log = EntryLog()
+    with pytest.raises(TypeError):
+        log.append_commands(1, 0, [b"ok", "text"])
+    assert log.last_index() == 0 and log.payload_bytes == 0
+
+
+def test_slices_are_parallel_columns(EntryLog):
+    log = EntryLog()
+    log.append([e(1, 1, b"a"), LogEntry(1, 2, EntryKind.NOOP, b""), e(2, 3, b"c")])
+    terms, kinds, commands = log.slices(2, 3)
+    assert list(terms) == [1, 2] and list(kinds) == [2, 0] and list(commands) == [b"", b"c"]
+    terms, kinds, commands = log.slices(3, 2)
+    assert len(terms) == len(kinds) == len(commands) == 0
+    with pytest.raises(IndexError):
+        log.slices(0, 1)
+    with pytest.raises(IndexError):
+        log.slices(2, 4)
+
+
+def test_extend_raw_checks_column_lengths(EntryLog):
+    log = EntryLog()
+    log.extend_raw([1, 1], b"\x00\x02", [b"a", b""])
+    assert log.entries(1, 2) == [e(1, 1, b"a"), LogEntry(1, 2, EntryKind.NOOP, b"")]
+    with pytest.raises(ValueError):
+        log.extend_raw([1], b"\x00\x00", [b"a", b"b"])
+    assert log.last_index() == 2 and log.payload_bytes == 1
