@@ -163,7 +163,7 @@ def _cluster(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for node in cluster.nodes:
         print(f"  node {node.id}: peers {node.peer_address}  clients {node.client_address}  "
               f"pid {node.pid}  log {node.log_path}")
-    print(f"try: raftfast kv --target {cluster.nodes[0].client_address} put hello world")
+    print(f"try: raftfast kv put hello world --target {cluster.nodes[0].client_address}")
     print("Ctrl-C stops the cluster.", flush=True)
     code = 0
     try:
@@ -199,27 +199,23 @@ def _kv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .runtime.loop import run
 
     op = args.op
-    rest = args.args
-    wanted = {"get": 1, "delete": 1, "put": 2, "append": 2, "cas": 2 if args.absent else 3}[op]
-    if args.absent and op != "cas":
-        parser.error("--absent only applies to cas")
-    if len(rest) != wanted:
-        usage = {"get": "KEY", "delete": "KEY", "put": "KEY VALUE", "append": "KEY VALUE",
-                 "cas": "--absent KEY NEW" if args.absent else "KEY OLD NEW"}[op]
-        parser.error(f"kv {op} takes {usage}")
+    if op == "cas" and len(args.values) != (2 if args.absent else 3):
+        parser.error("takes --absent KEY NEW" if args.absent else "takes KEY OLD NEW (or --absent KEY NEW)")
 
     async def action(client):
         if op == "get":
-            return await client.get(rest[0])
+            return await client.get(args.key)
         if op == "put":
-            return await client.put(rest[0], rest[1])
+            return await client.put(args.key, args.value)
         if op == "append":
-            return await client.append(rest[0], rest[1])
+            return await client.append(args.key, args.value)
         if op == "delete":
-            return await client.delete(rest[0])
+            return await client.delete(args.key)
         if args.absent:
-            return await client.cas(rest[0], None, rest[1])
-        return await client.cas(rest[0], rest[1], rest[2])
+            key, new = args.values
+            return await client.cas(key, None, new)
+        key, old, new = args.values
+        return await client.cas(key, old, new)
 
     try:
         result = run(_with_client(args, action))
@@ -228,7 +224,7 @@ def _kv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1
     if op == "get":
         if result is None:
-            print(f"(absent)", file=sys.stderr)
+            print("(absent)", file=sys.stderr)
             return 1
         sys.stdout.buffer.write(result + b"\n")
         return 0
@@ -420,12 +416,24 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.set_defaults(handler=_cluster, parser=cluster)
 
     kv = commands.add_parser("kv", help="put, get, delete, append or cas a key")
-    kv.add_argument("op", choices=["put", "get", "delete", "append", "cas"])
-    kv.add_argument("args", nargs="*", metavar="ARG", help="KEY [VALUE] (cas: KEY OLD NEW, or --absent KEY NEW)")
-    kv.add_argument("--absent", action="store_true", help="cas: expect the key to be absent")
-    kv.add_argument("--timeout", type=_positive_float, default=5.0, help="seconds (5)")
-    _add_targets(kv, "ask first")
-    kv.set_defaults(handler=_kv, parser=kv)
+    kv_common = argparse.ArgumentParser(add_help=False)
+    kv_common.add_argument("--timeout", type=_positive_float, default=5.0, help="seconds (5)")
+    _add_targets(kv_common, "ask first")
+    kv_ops = kv.add_subparsers(dest="op", required=True, metavar="OP")
+    for op, names, about in (
+        ("get", ["key"], "print a key's value (exit 1 if absent)"),
+        ("put", ["key", "value"], "set a key"),
+        ("delete", ["key"], "remove a key"),
+        ("append", ["key", "value"], "append to a key's value"),
+    ):
+        sub = kv_ops.add_parser(op, parents=[kv_common], help=about)
+        for name in names:
+            sub.add_argument(name, metavar=name.upper())
+        sub.set_defaults(handler=_kv, parser=sub)
+    cas = kv_ops.add_parser("cas", parents=[kv_common], help="compare-and-set: KEY OLD NEW, or --absent KEY NEW")
+    cas.add_argument("values", nargs="+", metavar="KEY OLD NEW")
+    cas.add_argument("--absent", action="store_true", help="expect the key to be absent (then: KEY NEW)")
+    cas.set_defaults(handler=_kv, parser=cas)
 
     status = commands.add_parser("status", help="role, term, indexes and members of every node")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
