@@ -410,3 +410,16 @@ def test_same_config_seed_and_events_give_the_same_actions():
 def test_a_different_seed_changes_the_timing():
     """§5.2: the seed drives the randomised timeouts (so a different one changes the run)."""
     assert run_scenario(seed=7) != run_scenario(seed=8)
+
+
+def test_large_commit_jump_applies_every_entry_once_in_order():
+    """API: Apply indexes strictly increase, each once - also when one message commits
+    thousands of entries at a time (the node applies in chunks)."""
+    node = node_alone(2, [1, 2, 3])
+    n = 2500
+    ents = [entry(1, i, b"%d" % i) for i in range(1, n + 1)]
+    out = node.step(msg(AppendEntries(1, 1, 0, 0, ents, n)))
+    applies = of_type(out, Action.Apply)
+    assert [a.index for a in applies] == list(range(1, n + 1))
+    assert applies[-1].command == b"%d" % n
+    assert node.last_applied == n

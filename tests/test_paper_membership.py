@@ -353,3 +353,24 @@ def test_remove_a_learner():
     out = net.step(1, Event.RemoveServer(4))
     assert of_type(out, Action.MembershipChanged) == [Action.MembershipChanged((1, 2, 3), ())]
     assert net[1].progress(4) is None
+
+
+def test_remove_then_re_add_a_server():
+    """thesis §4.1: a removed server can come back with a later AddServer; the leader brings its
+    log up to date from wherever it stopped."""
+    net = Network([1, 2, 3, 4])
+    net.elect(1)
+    net.heartbeat(1)
+    net.step(1, Event.RemoveServer(4))
+    net.deliver_all()
+    net.heartbeat(1)
+    for i in range(5):
+        net.propose(1, b"%d" % i)
+    net.deliver_all()
+    assert net[4].log.last_index() < net[1].log.last_index()
+    net.step(1, Event.AddServer(4))
+    net.deliver_all()
+    net.heartbeat(1)
+    assert net[4].members == (1, 2, 3, 4)
+    assert net[4].log.entries(1, net[4].log.last_index()) == net[1].log.entries(1, net[1].log.last_index())
+    assert net.applied[4] == [b"%d" % i for i in range(5)]

@@ -348,3 +348,48 @@ def test_byte_limit_still_sends_an_oversized_entry():
     to2 = [m for to, m in send_pairs(out, AppendEntries) if to == 2]
     assert [len(m.entries) for m in to2] == [1, 1]
     assert to2[0].entries[0].command == b"x" * 100
+
+
+@pytest.mark.parametrize("pattern", ["every_third", "bursts", "replies", "duplicates_reordered"])
+def test_leader_retries_until_every_follower_stores_every_entry(pattern):
+    """§5.3: "If followers crash or run slowly, or if network packets are lost, the leader
+    retries AppendEntries RPCs indefinitely until all followers eventually store all log
+    entries." Lossy, duplicating and reordering deliveries, with pipelining and small batches,
+    still converge to identical logs and identical applied sequences."""
+    net = Network([1, 2, 3], max_batch=2, max_inflight=3)
+    net.elect(1)
+    counter = {"n": 0}
+
+    def lossy(f, t, m):
+        counter["n"] += 1
+        n = counter["n"]
+        if pattern == "every_third":
+            return type(m) is AppendEntries and n % 3 == 0
+        if pattern == "bursts":
+            return type(m) is AppendEntries and (n // 7) % 2 == 0
+        if pattern == "replies":
+            return type(m) is AppendEntriesReply and n % 2 == 0
+        return False
+
+    net.drop_filter = lossy
+    commands = [b"c%d" % i for i in range(30)]
+    for i, c in enumerate(commands):
+        net.propose(1, c)
+        if pattern == "duplicates_reordered" and net.queue:
+            # duplicate the oldest message in flight and deliver the newest first
+            net.queue.append(net.queue[0])
+            net.deliver(net.queue.pop())
+        if i % 4 == 3:
+            net.deliver_one_round()
+    for _ in range(30):
+        net.tick(1)
+        net.deliver_all()
+    net.drop_filter = None
+    for _ in range(10):
+        net.heartbeat(1)
+    leader_log = net[1].log.entries(1, net[1].log.last_index())
+    for i in (2, 3):
+        assert net[i].log.entries(1, net[i].log.last_index()) == leader_log
+        assert net.applied[i] == commands
+    assert net.applied[1] == commands
+    assert net.leaders() == [1]
