@@ -14,7 +14,7 @@ from raftfast import (
     Role,
     TimeoutNow,
 )
-from raftharness import Network, send_pairs, sends
+from raftharness import Network, of_type, send_pairs, sends
 
 
 def transfer(net, leader, target):
@@ -174,3 +174,28 @@ def test_timeout_now_reaching_a_non_voter_is_ignored():
     net.add_node(4, net.configs[1].replace(id=4, join=True))
     out = net.send(4, TimeoutNow(1, 1))
     assert net[4].role is Role.FOLLOWER and sends(out, RequestVote) == []
+
+
+def test_transfer_to_a_follower_behind_the_compaction_point():
+    """thesis §3.10 with §7: a target that needs a snapshot to catch up gets it (then the tail)
+    before the TimeoutNow, and still takes over within the transfer timeout."""
+    net = Network([1, 2, 3])
+    net.elect(1)
+    net.isolate(3)
+    for i in range(6):
+        net.propose(1, b"%d" % i)
+    net.deliver_all()
+    net.step(1, Event.Snapshot(net[1].last_applied, b"snap"))
+    net.propose(1, b"tail")
+    net.deliver_all()
+    net.heal()
+    transfer(net, 1, 3)
+    for _ in range(net.configs[1].election_timeout[0] - 1):
+        if net.leaders() == [3]:
+            break
+        net.tick(1)
+        net.deliver_all()
+    assert net.leaders() == [3]
+    assert of_type(net.actions[3], Action.RestoreSnapshot)
+    net.heartbeat(3)
+    assert net.applied[3] == [b"tail"] and net.applied[2][-1] == b"tail"
