@@ -79,8 +79,8 @@ class _Writer(asyncio.Protocol):
         value = gen.value
         vlen = len(value)
         keys = gen.keys
-        rand = gen.rng.randrange
         nkeys = len(keys)
+        k = gen.key_cursor
         inflight = self.inflight
         cid = self.client_id
         out = []
@@ -91,12 +91,14 @@ class _Writer(asyncio.Protocol):
             self.next_seq = seq + count
         ack = min(inflight) if inflight else (seqs[0] if seqs else self.next_seq)
         for seq in seqs:
-            key = keys[rand(nkeys)]
+            key = keys[k]
+            k = k + 1 if k + 1 < nkeys else 0
             out.append(pack(_HEAD_BODY + len(key) + vlen, _PUT, seq & 0xFFFFFFFF, cid, seq, ack,
                             len(key), vlen, NO_VALUE))
             out.append(key)
             out.append(value)
             inflight[seq] = now
+        gen.key_cursor = k
         self.transport.writelines(out)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
@@ -150,6 +152,8 @@ class _Generator:
         self.rng = random.Random(spec.seed)
         self.value = bytes(self.rng.getrandbits(8) for _ in range(spec.value_size))
         self.keys = [b"key-%08d" % i for i in range(spec.keys)]
+        self.rng.shuffle(self.keys)  # written in this (random) order, round and round
+        self.key_cursor = 0
         self.latencies = array("q")
         self.completed = 0
         self.errors = 0

@@ -61,17 +61,21 @@ class KVStore:
         head = REQUEST.size
         end = len(batch)
         pos = 1
+        last_cid = -1
+        session: list = []
         while pos < end:
             length, op, _rid, cid, seq, ack, klen, vlen, elen = unpack(batch, pos)
             kpos = pos + head
             vpos = kpos + klen
             pos += 4 + length
-            session = sessions.pop(cid, None)
-            if session is None:
-                session = [0, {}]
-                if len(sessions) >= self.max_sessions:
-                    del sessions[next(iter(sessions))]
-            sessions[cid] = session  # most recently active last
+            if cid != last_cid:  # a batch holds runs of one client's requests
+                last_cid = cid
+                session = sessions.pop(cid, None)
+                if session is None:
+                    session = [0, {}]
+                    if len(sessions) >= self.max_sessions:
+                        del sessions[next(iter(sessions))]
+                sessions[cid] = session  # most recently active last
             results = session[1]
             if seq < session[0]:
                 result = _STALE
