@@ -5,8 +5,9 @@ delete, an interrupted snapshot install to finish) comes back as data for `WalLo
 Every repair is idempotent, so a crash during recovery is followed by the same recovery.
 
 Replay starts from the newest snapshot file. Entries at or below `base` (one below the
-snapshot, so that an interrupted install can still look up the term at its index) are not
-needed and are skipped, which is what lets compaction delete segments that only hold them.
+snapshot, so that an interrupted install can still look up the term at its index, or the last
+entry before the first segment) are not needed and are skipped, which is what lets compaction
+delete segments that only hold them.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ class _Replay:
     """
 
     def __init__(self, header: fmt.Header, snapshot_index: int) -> None:
-        base = max(snapshot_index - 1, header.snap_index)
+        # Entries up to the header's last index are in earlier segments, which compaction may
+        # have deleted: replay cannot know them, so it starts above them.
+        base = max(snapshot_index - 1, header.snap_index, header.last_index)
         self.base = base
         self.base_term: Optional[int] = header.snap_term if base == header.snap_index else (0 if base == 0 else None)
         self.terms: List[int] = []
