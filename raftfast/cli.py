@@ -333,13 +333,14 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = BenchConfig.one_at_a_time(
             nodes=args.nodes, duration=args.duration, warmup=args.warmup,
             value_size=args.value_size, targets=_targets(args.target) if args.target else [],
+            data_dir=args.data_dir,
         )
     else:
         config = BenchConfig(
             nodes=args.nodes, clients=args.clients, depth=args.depth, duration=args.duration,
             warmup=args.warmup, value_size=args.value_size,
             targets=_targets(args.target) if args.target else [],
-            load_processes=args.load_processes,
+            load_processes=args.load_processes, data_dir=args.data_dir,
         )
     console = Console(stderr=True)
     where = ", ".join(config.targets) if config.targets else f"a local {config.nodes}-node cluster (WAL, fsync on)"
@@ -370,6 +371,9 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     table.add_row("errors", str(result.errors))
     for node, cpu in sorted(result.cpu.items()):
         table.add_row(f"CPU node {node}", f"{cpu:.0f}%")
+    table.add_row("CPU load generator", f"{result.load_cpu:.0f}%")
+    if result.cpu_per_write is not None:
+        table.add_row("CPU per write (all processes)", f"{result.cpu_per_write:.1f} us")
     Console().print(table)
     if args.json:
         with open(args.json, "w") as f:
@@ -466,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes generating the load (1)")
     bench.add_argument("--one-at-a-time", action="store_true",
                        help="one client, one write in flight: the latency measurement")
+    bench.add_argument("--data-dir", help="where the local cluster keeps its WALs (default: a temporary dir)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     _add_targets(bench, "load instead of starting a local cluster")
     bench.set_defaults(handler=_bench, parser=bench)

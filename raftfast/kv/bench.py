@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
@@ -39,7 +41,7 @@ class BenchConfig:
     targets: List[str] = field(default_factory=list)  # running cluster's client addresses
     load_processes: int = 1
     serve_args: List[str] = field(default_factory=list)  # extra `raftfast serve` flags
-    data_dir: Optional[str] = None  # for the local cluster; a temporary one by default
+    data_dir: Optional[str] = None  # where the local cluster's temporary directory goes
 
     @classmethod
     def one_at_a_time(cls, **changes) -> "BenchConfig":
@@ -56,6 +58,7 @@ class BenchResult:
     latencies_us: np.ndarray  # every acknowledged write's latency, microseconds
     per_second: List[int]  # writes completed in each whole second of the window
     cpu: Dict[int, float]  # node id -> CPU use in the window, percent of one core
+    load_cpu: float  # the load processes' CPU use, percent of one core (summed)
 
     @property
     def throughput(self) -> float:
@@ -68,6 +71,14 @@ class BenchResult:
         values = np.percentile(self.latencies_us, PERCENTILES)
         return dict(zip(PERCENTILES, map(float, values)))
 
+    @property
+    def cpu_per_write(self) -> Optional[float]:
+        """CPU microseconds per committed write, nodes and load generator together (None
+        when the nodes' CPU is unknown, as with --target)."""
+        if not self.cpu or not self.writes:
+            return None
+        return (sum(self.cpu.values()) + self.load_cpu) / 100.0 * self.elapsed / self.writes * 1e6
+
     def to_dict(self) -> dict:
         return {
             "config": asdict(self.config),
@@ -79,6 +90,8 @@ class BenchResult:
             "latency_mean_us": float(self.latencies_us.mean()) if len(self.latencies_us) else None,
             "per_second": self.per_second,
             "cpu_percent": {str(k): v for k, v in self.cpu.items()},
+            "load_cpu_percent": self.load_cpu,
+            "cpu_us_per_write": self.cpu_per_write,
         }
 
 
@@ -92,17 +105,20 @@ def _cpu_seconds(pid: int) -> float:
 def run_bench(config: BenchConfig, progress: Optional[Progress] = None) -> BenchResult:
     cluster: Optional[LocalCluster] = None
     targets = list(config.targets)
+    data_dir: Optional[str] = None
     if not targets:
-        cluster = LocalCluster(config.nodes, data_dir=config.data_dir, base_port=0,
-                               serve_args=config.serve_args)
-        cluster.start()
-        targets = cluster.client_addresses
+        data_dir = tempfile.mkdtemp(prefix="raftfast-bench-", dir=config.data_dir)  # fresh WALs
+        cluster = LocalCluster(config.nodes, data_dir=data_dir, base_port=0, serve_args=config.serve_args)
     try:
+        if cluster is not None:
+            cluster.start()
+            targets = cluster.client_addresses
         return _measure(config, targets, cluster, progress)
     finally:
         if cluster is not None:
             cluster.stop()
-            cluster.cleanup()
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _measure(config: BenchConfig, targets: List[str], cluster: Optional[LocalCluster],
@@ -180,4 +196,5 @@ def _measure(config: BenchConfig, targets: List[str], cluster: Optional[LocalClu
         latencies_us=np.frombuffer(latencies, dtype=np.int64) / 1000.0,
         per_second=per_second,
         cpu=cpu,
+        load_cpu=100.0 * sum(r.cpu_seconds for r in done) / elapsed if elapsed else 0.0,
     )

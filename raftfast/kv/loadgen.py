@@ -49,6 +49,7 @@ class LoadReport:
     elapsed: float = 0.0
     latencies: bytes = b""  # array('q') of ns
     per_second: List[int] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # this process's CPU time in the measured window
 
 
 class _Writer(asyncio.Protocol):
@@ -169,6 +170,7 @@ class _Generator:
         await asyncio.sleep(spec.warmup)
         self.measuring = True
         started = time.perf_counter()
+        cpu_started = time.process_time()
         next_second = started + 1.0
         while True:
             now = time.perf_counter()
@@ -182,12 +184,13 @@ class _Generator:
                 next_second += 1.0
             report_progress(now - started, self.completed, self.errors)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         self.measuring = False
         self.running = False
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        return LoadReport(self.completed, self.errors, elapsed, self.latencies.tobytes(), self.per_second)
+        return LoadReport(self.completed, self.errors, elapsed, self.latencies.tobytes(), self.per_second, cpu)
 
     async def _client(self, address: Address, index: int) -> None:
         loop = asyncio.get_running_loop()

@@ -1,9 +1,9 @@
 """RaftServer: drives a RaftNode from an asyncio loop.
 
 One *turn* per loop iteration does all the work: everything that arrived since the last turn
-(peer messages, ticks, the application's proposals and reads) goes into ONE `step_many`, which
-pays one durability barrier; then the actions are carried out in order, with the sends for each
-peer coalesced into one write. Anything that arrives asks for a turn with `loop.call_soon`, so
+goes into `step_many` (peer messages and ticks in one, the application's proposals and reads in
+a second), each paying at most one durability barrier; the actions are carried out in order,
+with the sends for each peer coalesced into one write. Anything that arrives asks for a turn with `loop.call_soon`, so
 a busy loop batches more per turn and an idle one answers at once.
 """
 
@@ -184,6 +184,13 @@ class RaftServer:
         events = self._inbox
         self._inbox = []
         app = self.app
+        # Two steps: peer messages and ticks first, then the clients' new proposals and reads.
+        # On a leader the first step rarely writes the log, so the commits it finds are applied
+        # and answered without waiting for the fsync that the new proposals need.
+        if events and self.failure is None:
+            self._step(events)
+            app.flush()
+        events = []
         app.drain(events)
         if events and self.failure is None:
             self._step(events)
