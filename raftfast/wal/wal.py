@@ -4,8 +4,9 @@ Every change is a record appended to the active segment: in a user-space buffer 
 written with one pwrite and made durable with one fdatasync by `sync()` (group commit). Reads
 never touch the disk: the entries live in an in-memory EntryLog, rebuilt by recovery.
 
-A record is always written before the in-memory state changes, so a segment header, made at
-rotation from the in-memory state, describes exactly the records before it.
+A segment header describes the state the records before it built: it is made from the
+last index and snapshot as logged, not from memory, because an append updates the entry log
+(which validates it, with MemoryLog's errors) before its record is written.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class WalLog:
             return
         log.append(entries)  # raises MemoryLog's errors; converts commands to bytes
         terms, kinds, commands = log.slices(first, log.last_index())
-        self._log_append(first, _runs(terms, kinds), commands, lens)
+        self._log_append(first, _runs(terms, kinds), commands, _lengths(commands))
 
     def append_commands(self, term: int, kind: int, commands: Sequence[bytes]) -> int:
         """Append one entry per command, all in `term` with `kind`, as one record; returns
@@ -358,8 +359,6 @@ class WalLog:
             self._synced = self._pos
 
     def _preamble(self, seq: int, prev_end: int) -> bytes:
-        # From what the records say, not from memory: an append updates the entry log (which
-        # validates it) before its record is written, and a rotation can fall in between.
         snap_index, snap_term = self._logged_snap
         header = fmt.Header(seq, prev_end, self._high_water, self._logged_last, snap_index, snap_term, self._hard)
         return fmt.frame(fmt.HEADER, 0, fmt.header_payload(header))
