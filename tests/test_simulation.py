@@ -7,6 +7,9 @@ that cannot fail proves nothing.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,6 +21,7 @@ from raftfast.testing import (
     InvariantChecker,
     InvariantViolation,
     LivenessFailure,
+    Network,
     SimLog,
     run_random,
 )
@@ -51,6 +55,15 @@ def test_same_seed_same_trace():
     assert run_random(12, 120, 5).trace_hash != first.trace_hash
 
 
+def test_a_seed_replays_in_another_process():
+    """Soak workers and replays run in fresh processes, with their own str hash seeds."""
+    script = "from raftfast.testing import run_random; print(run_random(5, 80, 3).trace_hash)"
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == run_random(5, 80, 3).trace_hash
+
+
 def test_the_driver_exercises_every_feature():
     """Across a few seeds, the random driver really does batch and single-step, snapshot,
     restore, change membership, crash and read; otherwise the seeds above test less than
@@ -68,6 +81,48 @@ def test_soak_command(capsys):
     assert soak_main(["--seeds", "4", "--start", "3", "--steps", "60", "--jobs", "2"]) == 0
     out = capsys.readouterr().out
     assert "OK: 4 seeds" in out and "zero violations" in out
+
+
+# -- the network ----------------------------------------------------------------------------
+
+
+def heartbeat(term: int) -> AppendEntries:
+    return AppendEntries(term, 1, 0, 0, [], 0)
+
+
+def test_network_delivers_by_time_and_replays_by_seed():
+    def traffic(seed):
+        net = Network(seed, drop=0.2, duplicate=0.2, reorder=0.5, max_delay=4)
+        for t in range(50):
+            net.send(1, 2, heartbeat(t), now=t)
+        return [(now, m.term) for now in range(60) for _, _, m in net.deliver(now)]
+
+    delivered = traffic(7)
+    assert delivered == traffic(7) and delivered != traffic(8)
+    assert all(now > term for now, term in delivered)  # at least one tick of latency
+    terms = [term for _, term in delivered]
+    assert terms != sorted(terms)  # reordered
+    assert len(set(terms)) < 50 < len(terms) + 20  # some dropped, some duplicated
+
+
+def test_partitions_cut_traffic_in_flight_until_healed():
+    net = Network(0)
+    net.partition([[1], [2, 3]])
+    for dst in (2, 3):
+        net.send(1, dst, heartbeat(1), now=0)
+    net.send(2, 3, heartbeat(2), now=0)
+    assert [(s, d) for s, d, _ in net.deliver(1)] == [(2, 3)]
+    net.send(1, 2, heartbeat(3), now=1)
+    net.heal()
+    assert [(s, d) for s, d, _ in net.deliver(2)] == [(1, 2)]  # healed before delivery
+    net.isolate(3)
+    assert net.connected(1, 2) and net.connected(1, 4)  # node 4, never named, is with the rest
+    assert not net.connected(3, 1) and not net.connected(3, 4)
+    net.partition([[1, 2]])
+    net.isolate(2)
+    assert not net.connected(1, 2) and not net.connected(1, 3) and net.connected(3, 4)
+    with pytest.raises(ValueError, match="drop"):
+        Network(0, drop=1.5)
 
 
 # -- liveness -------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
     cluster = Cluster(3, seed=7)
     cluster.run(50)                     # ticks
-    cluster.propose(b"x=1"); cluster.run(10)
+    command = cluster.propose()         # a unique `key=value` command, queued for the leader
+    cluster.run(10)
+    assert command in cluster.applied
     run_random(seed=7, steps=200)       # random faults and load, then a liveness check
 
 Everything random comes from `random.Random(seed)` (the cluster's, and the network's, seeded from
@@ -17,7 +19,7 @@ import hashlib
 import random
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Set
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..actions import Action
 from ..config import RaftConfig
@@ -110,7 +112,7 @@ class Cluster:
         pre_vote: bool = True,
         check_quorum: bool = True,
         snapshot_threshold: int = 0,
-        election_timeout: tuple = (10, 20),
+        election_timeout: Tuple[int, int] = (10, 20),
         heartbeat_interval: int = 3,
         drop: float = 0.0,
         duplicate: float = 0.0,
@@ -230,7 +232,8 @@ class Cluster:
         to = self._target() if to is None else to
         if to is not None:
             self._counter += 1
-            self.submit(to, Event.Read(("read", self._counter)))
+            # An int id: its hash, unlike a str's, is the same in every process.
+            self.submit(to, Event.Read(self._counter))
 
     def add_server(self, learner: bool = False) -> Optional[NodeId]:
         """Start a fresh node with `join=True` and ask the leader to add it."""
@@ -340,7 +343,7 @@ class Cluster:
             self.checker.snapshot_taken(nid, index, data)
             self.submit(nid, Event.Snapshot(index, data))
             stats["snapshots"] += 1
-        trace.append((self.now, nid, node.term, node.role, node.commit_index, len(actions)))
+        trace.append((self.now, nid, node.term, int(node.role), node.commit_index, len(actions)))
         self.checker.observe(node, actions)
 
     def _refused(self, event: object) -> None:
