@@ -821,7 +821,9 @@ class RaftNode:
         if self._role is _LEADER:
             progress = self._progress
             wanted = set(self._peers())
-            next_index = self._log.last_index() + 1
+            # probe a new member with the entry just appended (the one that adds it): starting
+            # above it would leave nothing to send until the next heartbeat
+            next_index = self._log.last_index()
             for peer in sorted(wanted - progress.keys()):
                 pr = Progress(next_index)
                 pr.recent_active = True

@@ -140,6 +140,8 @@ class Network:
         return self.nodes[node_id]
 
     def isolate(self, node_id: int) -> None:
+        """Cut every link of `node_id`. Cuts are checked at delivery: a message queued across a
+        cut is dropped if delivered while the cut lasts, and arrives if the cut healed first."""
         for other in self.ids:
             if other != node_id:
                 self._cut.add(frozenset((node_id, other)))

@@ -271,6 +271,16 @@ class EntryLog:
         self._bytes += sum(map(len, commands))
         return self._offset + len(self._commands)
 
+    def extend_raw(self, terms: List[int], kinds: bytes, commands: List[bytes]) -> None:
+        """Bulk-append entries the caller has already validated (a WAL replaying its records):
+        terms non-decreasing and not below `last_term()`, kinds valid, commands bytes."""
+        if not len(terms) == len(kinds) == len(commands):
+            raise ValueError("extend_raw: terms, kinds and commands differ in length")
+        self._terms.extend(terms)
+        self._kinds += kinds
+        self._commands += commands
+        self._bytes += sum(map(len, commands))
+
     def truncate(self, from_index: int) -> None:
         """Drop entries at or after `from_index` (> offset)."""
         if from_index <= self._offset:

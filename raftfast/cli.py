@@ -1,0 +1,474 @@
+"""The `raftfast` command: run nodes and local clusters, talk to a cluster, load-test it.
+
+    raftfast serve --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir d1
+    raftfast cluster --nodes 3
+    raftfast kv put KEY VALUE | get KEY | delete KEY | append KEY VALUE | cas KEY OLD NEW
+    raftfast status
+    raftfast member add|remove|add-learner|promote ID
+    raftfast wal inspect DIR
+    raftfast bench [--nodes 3] [--clients 64] [--duration 10] [--value-size 64] [--json FILE]
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from .runtime.address import CLIENT_PORT_OFFSET, Address, parse_address, parse_peers
+
+DEFAULT_TARGETS = [f"127.0.0.1:{7001 + i + CLIENT_PORT_OFFSET}" for i in range(3)]
+
+# -- argument types: each raises ArgumentTypeError, which argparse turns into exit code 2 ------
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum of {minimum}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _int_at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0..65535)")
+    return value
+
+
+def _address(text: str) -> Address:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _peers(text: str) -> Dict[int, Address]:
+    try:
+        return parse_peers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _range(text: str) -> tuple:
+    try:
+        lo, hi = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO,HI (ticks)") from None
+    return lo, hi
+
+
+def _targets(values: Optional[List[Address]]) -> List[str]:
+    return [str(v) for v in values] if values else list(DEFAULT_TARGETS)
+
+
+def _add_targets(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--target", action="append", type=_address, metavar="HOST:PORT",
+        help=f"client address of a node to {what} (repeatable; default: the ports of "
+             f"`raftfast cluster`, {', '.join(DEFAULT_TARGETS)})",
+    )
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .kv.server import KVServer, ServerOptions
+    from .runtime.loop import LOOP_NAME, run
+
+    if args.id not in args.peers:
+        parser.error(f"--peers must include this node (--id {args.id}): that is where it listens")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s node {args.id} %(levelname)s %(name)s: %(message)s",
+    )
+    options = ServerOptions(
+        node_id=args.id, peers=args.peers, data_dir=args.data_dir, cluster_id=args.cluster_id,
+        client_port=args.client_port, tick_interval=args.tick_ms / 1000.0,
+        election_timeout=args.election_timeout, heartbeat_interval=args.heartbeat,
+        snapshot_threshold=args.snapshot_threshold, join=args.join,
+        max_request=args.max_request,
+    )
+    try:
+        server = KVServer(options)
+    except ValueError as exc:  # RaftConfig names the field
+        parser.error(str(exc))
+
+    async def main() -> int:
+        await server.start()
+        print(f"node {args.id} serving: peers on {server.peer_address}, clients on "
+              f"{server.client_address} (cluster {args.cluster_id!r}, {LOOP_NAME})", flush=True)
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        closed = loop.create_task(server.wait_closed())
+        await asyncio.wait([stop, closed], return_when=asyncio.FIRST_COMPLETED)
+        if closed.done() and closed.exception() is not None:
+            print(f"node {args.id} failed: {closed.exception()}", file=sys.stderr)
+            await server.stop()
+            return 1
+        await server.stop()
+        closed.cancel()
+        return 0
+
+    return run(main())
+
+
+# -- cluster -------------------------------------------------------------------------------------
+
+
+def _cluster(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .runtime.cluster import LocalCluster
+
+    if args.base_port and args.base_port + args.nodes - 1 + CLIENT_PORT_OFFSET > 65535:
+        parser.error(f"--base-port {args.base_port} leaves no room for {args.nodes} nodes")
+    serve_args = ["--tick-ms", str(args.tick_ms), "--log-level", args.log_level]
+    cluster = LocalCluster(args.nodes, data_dir=args.data_dir, base_port=args.base_port,
+                           host=args.host, cluster_id=args.cluster_id, serve_args=serve_args)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        cluster.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"raftfast cluster: {exc}", file=sys.stderr)
+        cluster.stop()
+        return 1
+    print(f"cluster {args.cluster_id!r}: {args.nodes} nodes, data in {cluster.data_dir}")
+    for node in cluster.nodes:
+        print(f"  node {node.id}: peers {node.peer_address}  clients {node.client_address}  "
+              f"pid {node.pid}  log {node.log_path}")
+    print(f"try: raftfast kv --target {cluster.nodes[0].client_address} put hello world")
+    print("Ctrl-C stops the cluster.", flush=True)
+    code = 0
+    try:
+        while not stopping:
+            dead = [n for n in cluster.nodes if n.process is not None and n.process.poll() is not None]
+            if dead:
+                print(f"node {dead[0].id} exited with code {dead[0].process.returncode}; "
+                      f"see {dead[0].log_path}", file=sys.stderr)
+                code = 1
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    print("stopping the cluster...", flush=True)
+    cluster.stop()
+    if args.data_dir is None:
+        cluster.cleanup()
+    return code
+
+
+# -- kv, status, member -------------------------------------------------------------------------
+
+
+async def _with_client(args: argparse.Namespace, action) -> Any:
+    from .kv.client import KVClient
+
+    async with KVClient(_targets(args.target), timeout=args.timeout) as client:
+        return await action(client)
+
+
+def _kv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .kv.errors import KVError
+    from .runtime.loop import run
+
+    op = args.op
+    rest = args.args
+    wanted = {"get": 1, "delete": 1, "put": 2, "append": 2, "cas": 2 if args.absent else 3}[op]
+    if args.absent and op != "cas":
+        parser.error("--absent only applies to cas")
+    if len(rest) != wanted:
+        usage = {"get": "KEY", "delete": "KEY", "put": "KEY VALUE", "append": "KEY VALUE",
+                 "cas": "--absent KEY NEW" if args.absent else "KEY OLD NEW"}[op]
+        parser.error(f"kv {op} takes {usage}")
+
+    async def action(client):
+        if op == "get":
+            return await client.get(rest[0])
+        if op == "put":
+            return await client.put(rest[0], rest[1])
+        if op == "append":
+            return await client.append(rest[0], rest[1])
+        if op == "delete":
+            return await client.delete(rest[0])
+        if args.absent:
+            return await client.cas(rest[0], None, rest[1])
+        return await client.cas(rest[0], rest[1], rest[2])
+
+    try:
+        result = run(_with_client(args, action))
+    except KVError as exc:
+        print(f"raftfast kv {op}: {exc}", file=sys.stderr)
+        return 1
+    if op == "get":
+        if result is None:
+            print(f"(absent)", file=sys.stderr)
+            return 1
+        sys.stdout.buffer.write(result + b"\n")
+        return 0
+    if op == "cas":
+        print("ok" if result else "failed: the value was not the expected one")
+        return 0 if result else 1
+    print("ok")
+    return 0
+
+
+async def _gather_status(targets: List[str], timeout: float) -> List[Dict[str, Any]]:
+    """Status of every node reachable from `targets`, following the addresses they report."""
+    from .kv.client import KVClient
+
+    seen: Dict[str, Dict[str, Any]] = {}
+    queue = list(targets)
+    while queue:
+        batch = [t for t in dict.fromkeys(queue) if t not in seen]
+        queue = []
+
+        async def one(address: str) -> Dict[str, Any]:
+            client = KVClient([address], timeout=timeout)
+            try:
+                return await client.status()
+            except Exception as exc:  # any failure is reported in the row
+                return {"error": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
+            finally:
+                await client.close()
+
+        for address, status in zip(batch, await asyncio.gather(*map(one, batch))):
+            seen[address] = status
+            queue.extend(status.get("client_addresses", {}).values())
+    by_id: Dict[Any, Dict[str, Any]] = {}
+    rows = []
+    for address, status in seen.items():
+        status = dict(status, address=address)
+        if "id" in status:
+            by_id.setdefault(status["id"], status)
+        else:
+            rows.append(status)
+    return sorted(by_id.values(), key=lambda s: s["id"]) + rows
+
+
+def _status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .runtime.loop import run
+
+    rows = run(_gather_status(_targets(args.target), args.timeout))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        table = Table(title="raftfast cluster status")
+        for column in ("node", "address", "role", "term", "leader", "commit", "applied", "last",
+                       "members", "learners"):
+            table.add_column(column, justify="right" if column in ("term", "commit", "applied", "last") else "left")
+        for row in rows:
+            if "error" in row:
+                table.add_row("?", row["address"], f"[red]unreachable[/red] ({row['error']})")
+                continue
+            table.add_row(
+                str(row["id"]), row["address"], row["role"], str(row["term"]), str(row["leader"]),
+                str(row["commit_index"]), str(row["applied_index"]), str(row["last_index"]),
+                ",".join(map(str, row["members"])), ",".join(map(str, row["learners"])) or "-",
+            )
+        Console().print(table)
+    return 0 if any("error" not in r for r in rows) else 1
+
+
+def _member(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .kv.errors import KVError
+    from .runtime.loop import run
+
+    method = {"add": "add_server", "remove": "remove_server", "add-learner": "add_learner",
+              "promote": "promote_learner"}[args.change]
+    try:
+        run(_with_client(args, lambda client: getattr(client, method)(args.node_id)))
+    except KVError as exc:
+        print(f"raftfast member {args.change}: {exc}", file=sys.stderr)
+        return 1
+    print("ok")
+    return 0
+
+
+# -- wal -----------------------------------------------------------------------------------------
+
+
+def _wal(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .wal import inspect
+
+    return inspect.main([args.dir, *args.rest])
+
+
+# -- bench ---------------------------------------------------------------------------------------
+
+
+def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from .kv.bench import BenchConfig, run_bench
+
+    if args.one_at_a_time:
+        config = BenchConfig.one_at_a_time(
+            nodes=args.nodes, duration=args.duration, warmup=args.warmup,
+            value_size=args.value_size, targets=_targets(args.target) if args.target else [],
+        )
+    else:
+        config = BenchConfig(
+            nodes=args.nodes, clients=args.clients, depth=args.depth, duration=args.duration,
+            warmup=args.warmup, value_size=args.value_size,
+            targets=_targets(args.target) if args.target else [],
+            load_processes=args.load_processes,
+        )
+    console = Console(stderr=True)
+    where = ", ".join(config.targets) if config.targets else f"a local {config.nodes}-node cluster (WAL, fsync on)"
+    console.print(f"raftfast bench: {config.clients} clients x {config.depth} in flight, "
+                  f"{config.value_size}-byte values, {config.duration:g} s against {where}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task("starting", total=config.duration, rate="")
+
+        def progress(elapsed: float, done: int, errors: int) -> None:
+            rate = done / elapsed if elapsed > 0 else 0.0
+            bar.update(task, completed=min(elapsed, config.duration), description="writing",
+                       rate=f"{rate:,.0f} writes/s, {errors} errors")
+
+        try:
+            result = run_bench(config, progress)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            console.print(f"[red]raftfast bench failed:[/red] {exc}")
+            return 1
+        bar.update(task, completed=config.duration)
+    table = Table(title="raftfast bench")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("committed writes/s", f"{result.throughput:,.0f}")
+    table.add_row("writes", f"{result.writes:,}")
+    for p, value in result.percentiles.items():
+        table.add_row(f"latency p{p:g}", f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.0f} us")
+    table.add_row("errors", str(result.errors))
+    for node, cpu in sorted(result.cpu.items()):
+        table.add_row(f"CPU node {node}", f"{cpu:.0f}%")
+    Console().print(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result.to_dict(), f, indent=2)
+    return 0
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raftfast", description="raftfast: Raft consensus for Python")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run one node of a key-value cluster")
+    serve.add_argument("--id", type=_int_at_least(1), required=True, help="this node's id")
+    serve.add_argument("--peers", type=_peers, required=True, metavar="ID=HOST:PORT,...",
+                       help="peer addresses of the initial members, this node included")
+    serve.add_argument("--data-dir", required=True, help="directory for this node's WAL")
+    serve.add_argument("--client-port", type=_port, help=f"client port (default: peer port + {CLIENT_PORT_OFFSET})")
+    serve.add_argument("--cluster-id", default="raftfast", help="peers of another cluster id are refused")
+    serve.add_argument("--join", action="store_true",
+                       help="start with no membership; wait to be added (raftfast member add)")
+    serve.add_argument("--tick-ms", type=_positive_float, default=10.0, help="milliseconds per tick (10)")
+    serve.add_argument("--election-timeout", type=_range, default=(15, 30), metavar="LO,HI",
+                       help="election timeout range in ticks (15,30)")
+    serve.add_argument("--heartbeat", type=_int_at_least(1), default=3, help="heartbeat interval in ticks (3)")
+    serve.add_argument("--snapshot-threshold", type=_int_at_least(0), default=20_000,
+                       help="entries applied between snapshots (20000; 0 disables)")
+    serve.add_argument("--max-request", type=_int_at_least(64), default=1 << 20,
+                       help="largest client request in bytes")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=_serve, parser=serve)
+
+    cluster = commands.add_parser("cluster", help="run a local cluster of `serve` processes")
+    cluster.add_argument("--nodes", type=_int_at_least(1), default=3)
+    cluster.add_argument("--data-dir", help="where the nodes keep their WALs and logs (default: a temporary dir)")
+    cluster.add_argument("--base-port", type=_port, default=7001,
+                         help=f"node i listens for peers on BASE+i-1 and clients on that + {CLIENT_PORT_OFFSET} (0: free ports)")
+    cluster.add_argument("--host", default="127.0.0.1")
+    cluster.add_argument("--cluster-id", default="raftfast")
+    cluster.add_argument("--tick-ms", type=_positive_float, default=10.0)
+    cluster.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    cluster.set_defaults(handler=_cluster, parser=cluster)
+
+    kv = commands.add_parser("kv", help="put, get, delete, append or cas a key")
+    kv.add_argument("op", choices=["put", "get", "delete", "append", "cas"])
+    kv.add_argument("args", nargs="*", metavar="ARG", help="KEY [VALUE] (cas: KEY OLD NEW, or --absent KEY NEW)")
+    kv.add_argument("--absent", action="store_true", help="cas: expect the key to be absent")
+    kv.add_argument("--timeout", type=_positive_float, default=5.0, help="seconds (5)")
+    _add_targets(kv, "ask first")
+    kv.set_defaults(handler=_kv, parser=kv)
+
+    status = commands.add_parser("status", help="role, term, indexes and members of every node")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--timeout", type=_positive_float, default=2.0, help="seconds per node (2)")
+    _add_targets(status, "ask")
+    status.set_defaults(handler=_status, parser=status)
+
+    member = commands.add_parser("member", help="change the membership (through the leader)")
+    member.add_argument("change", choices=["add", "remove", "add-learner", "promote"])
+    member.add_argument("node_id", type=_int_at_least(1), metavar="ID")
+    member.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds (10)")
+    _add_targets(member, "ask first")
+    member.set_defaults(handler=_member, parser=member)
+
+    wal = commands.add_parser("wal", help="write-ahead log tools")
+    wal_commands = wal.add_subparsers(dest="wal_command", required=True, metavar="COMMAND")
+    inspect = wal_commands.add_parser("inspect", help="describe a WAL directory")
+    inspect.add_argument("dir")
+    inspect.add_argument("rest", nargs=argparse.REMAINDER, help="options for the inspector")
+    inspect.set_defaults(handler=_wal, parser=inspect)
+
+    bench = commands.add_parser("bench", help="load-test a local cluster (or --target) with pipelined writes")
+    bench.add_argument("--nodes", type=_int_at_least(1), default=3)
+    bench.add_argument("--clients", type=_int_at_least(1), default=64)
+    bench.add_argument("--depth", type=_int_at_least(1), default=32, help="writes in flight per client (32)")
+    bench.add_argument("--duration", type=_positive_float, default=10.0, help="seconds measured (10)")
+    bench.add_argument("--warmup", type=_positive_float, default=1.0, help="seconds before measuring (1)")
+    bench.add_argument("--value-size", type=_int_at_least(0), default=64, help="bytes per value (64)")
+    bench.add_argument("--load-processes", type=_int_at_least(1), default=1,
+                       help="processes generating the load (1)")
+    bench.add_argument("--one-at-a-time", action="store_true",
+                       help="one client, one write in flight: the latency measurement")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    _add_targets(bench, "load instead of starting a local cluster")
+    bench.set_defaults(handler=_bench, parser=bench)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.handler(args, args.parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

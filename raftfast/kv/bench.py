@@ -1,0 +1,183 @@
+"""The measurement behind `raftfast bench`: start a local cluster (or use running targets),
+drive it with pipelined writes from load processes, and return a `BenchResult`.
+
+Output (tables, JSON, plots) is the caller's business: `run_bench` only measures, so the CLI,
+plots and asv benchmarks can share it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from ..runtime.cluster import LocalCluster
+from .loadgen import LoadReport, LoadSpec, load_process_main
+
+__all__ = ["BenchConfig", "BenchResult", "PERCENTILES", "run_bench"]
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+Progress = Callable[[float, int, int], None]
+"""progress(seconds measured so far, writes completed, errors)"""
+
+
+@dataclass
+class BenchConfig:
+    nodes: int = 3
+    clients: int = 64
+    depth: int = 32  # writes in flight per client
+    duration: float = 10.0
+    warmup: float = 1.0
+    value_size: int = 64
+    keys: int = 100_000
+    targets: List[str] = field(default_factory=list)  # running cluster's client addresses
+    load_processes: int = 1
+    serve_args: List[str] = field(default_factory=list)  # extra `raftfast serve` flags
+    data_dir: Optional[str] = None  # for the local cluster; a temporary one by default
+
+    @classmethod
+    def one_at_a_time(cls, **changes) -> "BenchConfig":
+        """One client with one write in flight: the latency configuration."""
+        return cls(clients=1, depth=1, load_processes=1, **changes)
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    writes: int  # committed (acknowledged) writes in the measured window
+    errors: int
+    elapsed: float  # seconds measured
+    latencies_us: np.ndarray  # every acknowledged write's latency, microseconds
+    per_second: List[int]  # writes completed in each whole second of the window
+    cpu: Dict[int, float]  # node id -> CPU use in the window, percent of one core
+
+    @property
+    def throughput(self) -> float:
+        return self.writes / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def percentiles(self) -> Dict[float, float]:
+        if not len(self.latencies_us):
+            return {p: float("nan") for p in PERCENTILES}
+        values = np.percentile(self.latencies_us, PERCENTILES)
+        return dict(zip(PERCENTILES, map(float, values)))
+
+    def to_dict(self) -> dict:
+        return {
+            "config": asdict(self.config),
+            "writes": self.writes,
+            "errors": self.errors,
+            "elapsed_s": self.elapsed,
+            "throughput_per_s": self.throughput,
+            "latency_us": {f"p{p:g}": v for p, v in self.percentiles.items()},
+            "latency_mean_us": float(self.latencies_us.mean()) if len(self.latencies_us) else None,
+            "per_second": self.per_second,
+            "cpu_percent": {str(k): v for k, v in self.cpu.items()},
+        }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_bench(config: BenchConfig, progress: Optional[Progress] = None) -> BenchResult:
+    cluster: Optional[LocalCluster] = None
+    targets = list(config.targets)
+    if not targets:
+        cluster = LocalCluster(config.nodes, data_dir=config.data_dir, base_port=0,
+                               serve_args=config.serve_args)
+        cluster.start()
+        targets = cluster.client_addresses
+    try:
+        return _measure(config, targets, cluster, progress)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+            cluster.cleanup()
+
+
+def _measure(config: BenchConfig, targets: List[str], cluster: Optional[LocalCluster],
+             progress: Optional[Progress]) -> BenchResult:
+    procs = max(1, min(config.load_processes, config.clients))
+    context = multiprocessing.get_context("spawn")
+    workers = []
+    for i in range(procs):
+        clients = config.clients // procs + (1 if i < config.clients % procs else 0)
+        spec = LoadSpec(targets, clients, config.depth, config.value_size, config.keys,
+                        config.warmup, config.duration, seed=i)
+        parent, child = context.Pipe(duplex=False)
+        process = context.Process(target=load_process_main, args=(spec, child), daemon=True)
+        process.start()
+        child.close()
+        workers.append((process, parent))
+    pids = {n.id: n.pid for n in cluster.nodes} if cluster is not None else {}
+    cpu_start: Dict[int, float] = {}
+    cpu_end: Dict[int, float] = {}
+    started_at: Optional[float] = None
+    ended_at: Optional[float] = None
+    reports: List[Optional[LoadReport]] = [None] * procs
+    done_counts = [0] * procs
+    error_counts = [0] * procs
+    failures = []
+    pending = set(range(procs))
+    while pending:
+        for i in list(pending):
+            _, conn = workers[i]
+            if not conn.poll(0.05):
+                continue
+            try:
+                message = conn.recv()
+            except EOFError:
+                failures.append(f"load process {i} died")
+                pending.discard(i)
+                continue
+            kind = message[0]
+            if kind == "progress":
+                if started_at is None:
+                    started_at = time.perf_counter()
+                    cpu_start = {k: _cpu_seconds(p) for k, p in pids.items() if p}
+                _, elapsed, done_counts[i], error_counts[i] = message
+                if progress is not None:
+                    progress(elapsed, sum(done_counts), sum(error_counts))
+            elif kind == "done":
+                if ended_at is None:
+                    ended_at = time.perf_counter()
+                    cpu_end = {k: _cpu_seconds(p) for k, p in pids.items() if p}
+                reports[i] = message[1]
+                pending.discard(i)
+            else:
+                failures.append(message[1])
+                pending.discard(i)
+    for process, conn in workers:
+        process.join(5)
+        conn.close()
+    if failures:
+        raise RuntimeError("; ".join(failures))
+    done = [r for r in reports if r is not None]
+    elapsed = max(r.elapsed for r in done)
+    latencies = array("q")
+    for r in done:
+        latencies.frombytes(r.latencies)
+    seconds = max(len(r.per_second) for r in done)
+    per_second = [sum(r.per_second[s] for r in done if s < len(r.per_second)) for s in range(seconds)]
+    # CPU is sampled from the first progress report to the first final report
+    window = (ended_at - started_at) if started_at is not None and ended_at is not None else 0.0
+    cpu = {k: 100.0 * (cpu_end[k] - cpu_start[k]) / window for k in cpu_start if k in cpu_end and window > 0}
+    return BenchResult(
+        config=config,
+        writes=sum(r.completed for r in done),
+        errors=sum(r.errors for r in done),
+        elapsed=elapsed,
+        latencies_us=np.frombuffer(latencies, dtype=np.int64) / 1000.0,
+        per_second=per_second,
+        cpu=cpu,
+    )

@@ -1,0 +1,347 @@
+"""KVService: the client port in front of a KVStore replicated by a RaftServer.
+
+Writes: each request is validated on arrival and remembered as pending under its (client id,
+seq); the write frames that arrive in one loop iteration, from every connection, are proposed
+as ONE Raft entry (BATCH_TAG + the frames as received), and each is answered when that entry is
+applied. When this node stops being leader every pending write fails with NOT_LEADER, so the
+client retries at the new leader with the same (client id, seq); the session table makes that
+safe whether or not the first attempt was committed.
+
+Reads: the gets that arrive in one iteration share one ReadIndex round (Event.Read) and are
+served from local state on Action.ReadReady.
+
+Bad input (a frame that is not a valid request, or larger than `max_request`) closes that
+connection with a logged reason; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from itertools import count
+from typing import Dict, Hashable, List, Optional, Set, Tuple
+
+from ..errors import NotLeaderError
+from ..events import Event
+from ..types import NodeId, Role
+from ..runtime.address import Address
+from ..runtime.server import RaftServer
+from .protocol import (
+    ADMIN_OPS,
+    BATCH_TAG,
+    REQUEST,
+    Op,
+    ProtocolError,
+    Status,
+    WRITE_OPS,
+    check_request,
+    encode_not_leader,
+    encode_response,
+)
+from .store import KVStore, SnapshotFormatError
+
+__all__ = ["KVService"]
+
+logger = logging.getLogger("raftfast.kv.service")
+
+_LEADER = Role.LEADER
+_GET = Op.GET
+_STATUS = Op.STATUS
+_OK = Status.OK
+_NOT_FOUND = Status.NOT_FOUND
+_ERROR = Status.ERROR
+_MEMBERSHIP = {
+    Op.ADD_SERVER: Event.AddServer,
+    Op.REMOVE_SERVER: Event.RemoveServer,
+    Op.ADD_LEARNER: Event.AddLearner,
+    Op.PROMOTE_LEARNER: Event.PromoteLearner,
+}
+_MAX_ENTRY = 4 << 20  # bytes of requests per proposed entry
+
+
+class KVService:
+    """Implements `raftfast.runtime.Application` for a KVStore, and serves the client port."""
+
+    def __init__(self, store: Optional[KVStore] = None, *, max_request: int = 1 << 20) -> None:
+        self.store = store if store is not None else KVStore()
+        self.max_request = max_request
+        self.raft: Optional[RaftServer] = None
+        self.address: Optional[Address] = None
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._connections: Set["_Connection"] = set()
+        self._pending: Dict[Tuple[int, int], Tuple["_Connection", int]] = {}
+        self._writes: List[bytes] = []
+        self._write_bytes = 0
+        self._reads: List[Tuple["_Connection", int, bytes]] = []
+        self._read_batches: Dict[int, List[Tuple["_Connection", int, bytes]]] = {}
+        self._read_ids = count(1)
+        self._dirty: List["_Connection"] = []
+        self._is_leader = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def attach(self, raft: RaftServer) -> None:
+        self.raft = raft
+        self._is_leader = raft.node.is_leader()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
+        """Serve clients on `host:port` (0 = any free port); returns the bound address."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port)
+        self.address = Address(host, self._server.sockets[0].getsockname()[1])
+        return self.address
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.transport.abort()  # type: ignore[union-attr]
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # -- Application: called by the RaftServer ---------------------------------------------
+
+    def drain(self, events: List[object]) -> None:
+        writes = self._writes
+        if writes:
+            self._writes = []
+            if self._write_bytes <= _MAX_ENTRY:
+                events.append(Event.Propose(BATCH_TAG + b"".join(writes)))
+            else:  # keep entries (and so AppendEntries frames) moderate
+                batch: List[bytes] = [BATCH_TAG]
+                size = 0
+                for chunk in writes:
+                    if size and size + len(chunk) > _MAX_ENTRY:
+                        events.append(Event.Propose(b"".join(batch)))
+                        batch, size = [BATCH_TAG], 0
+                    batch.append(chunk)
+                    size += len(chunk)
+                events.append(Event.Propose(b"".join(batch)))
+            self._write_bytes = 0
+        if self._reads:
+            read_id = next(self._read_ids)
+            self._read_batches[read_id] = self._reads
+            self._reads = []
+            events.append(Event.Read(read_id))
+
+    def apply(self, index: int, command: bytes) -> None:
+        pending = self._pending
+        if not pending:
+            self.store.apply_batch(command, None)
+            return
+        replies: List[tuple] = []
+        self.store.apply_batch(command, replies)
+        pop = pending.pop
+        for cid, seq, (status, body) in replies:
+            waiter = pop((cid, seq), None)
+            if waiter is not None:
+                waiter[0].reply(encode_response(waiter[1], status, body))
+
+    def read_ready(self, request_id: Hashable) -> None:
+        get = self.store.data.get
+        for conn, rid, key in self._read_batches.pop(request_id, ()):  # type: ignore[call-overload]
+            value = get(key)
+            if value is None:
+                conn.reply(encode_response(rid, _NOT_FOUND))
+            else:
+                conn.reply(encode_response(rid, _OK, value))
+
+    def read_failed(self, request_id: Hashable, leader: Optional[NodeId]) -> None:
+        self._fail_reads(self._read_batches.pop(request_id, []), leader)  # type: ignore[call-overload]
+
+    def rejected(self, event: object, error: Exception) -> None:
+        leader = error.leader if isinstance(error, NotLeaderError) else None
+        if type(event) is Event.Read:
+            self._fail_reads(self._read_batches.pop(event.request_id, []), leader)
+        elif type(event) is Event.Propose:
+            pop = self._pending.pop
+            for cid, seq in _batch_sessions(event.command):
+                waiter = pop((cid, seq), None)
+                if waiter is None:
+                    continue
+                if isinstance(error, NotLeaderError):
+                    waiter[0].reply(self._not_leader(waiter[1], leader))
+                else:
+                    waiter[0].reply(encode_response(waiter[1], _ERROR, str(error).encode()))
+
+    def snapshot(self) -> bytes:
+        return self.store.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        try:
+            self.store.restore(data)
+        except SnapshotFormatError as exc:
+            raise RuntimeError(f"cannot restore the key-value snapshot: {exc}") from exc
+
+    def role_changed(self, role: Role, term: int, leader: Optional[NodeId]) -> None:
+        was_leader = self._is_leader
+        self._is_leader = role is _LEADER
+        if was_leader and self._pending:
+            # Entries proposed in the old term may be lost: fail them now, retryable with the
+            # same (client id, seq); a retry of one that did commit gets the remembered result.
+            pending = self._pending
+            self._pending = {}
+            logger.info("node %d: no longer leader (term %d): %d pending writes answered NOT_LEADER",
+                        self.raft.id, term, len(pending))  # type: ignore[union-attr]
+            for conn, rid in pending.values():
+                conn.reply(self._not_leader(rid, leader))
+
+    def flush(self) -> None:
+        dirty = self._dirty
+        if dirty:
+            self._dirty = []
+            for conn in dirty:
+                conn.flush()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _not_leader(self, rid: int, leader: Optional[NodeId]) -> bytes:
+        return encode_not_leader(rid, leader, self.raft.client_address_of(leader))  # type: ignore[union-attr]
+
+    def _fail_reads(self, reads: List[Tuple["_Connection", int, bytes]], leader: Optional[NodeId]) -> None:
+        for conn, rid, _ in reads:
+            conn.reply(self._not_leader(rid, leader))
+
+    def _status(self) -> bytes:
+        status = self.raft.status()  # type: ignore[union-attr]
+        status["keys"] = len(self.store.data)
+        status["sessions"] = len(self.store.sessions)
+        return json.dumps(status).encode()
+
+    def _change_membership(self, conn: "_Connection", rid: int, op: int, key: bytes) -> None:
+        try:
+            node_id = int(key)
+        except ValueError:
+            conn.reply(encode_response(rid, _ERROR, b"the key must be a node id"))
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.raft.change_membership(_MEMBERSHIP[op](node_id))  # type: ignore[union-attr]
+        )
+        task.add_done_callback(lambda t: self._membership_done(conn, rid, t))
+
+    def _membership_done(self, conn: "_Connection", rid: int, task: asyncio.Task) -> None:
+        exc = task.exception() if not task.cancelled() else RuntimeError("cancelled")
+        if exc is None:
+            conn.reply(encode_response(rid, _OK))
+        elif isinstance(exc, NotLeaderError):
+            conn.reply(self._not_leader(rid, exc.leader))
+        else:
+            conn.reply(encode_response(rid, _ERROR, f"{type(exc).__name__}: {exc}".encode()))
+        self.raft.wake()  # type: ignore[union-attr]  # the turn flushes the reply
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses pipelined requests, buffers replies until the turn ends."""
+
+    def __init__(self, service: KVService) -> None:
+        self.service = service
+        self.transport: Optional[asyncio.Transport] = None
+        self.buffer = b""
+        self.out: List[bytes] = []
+        self.peer = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = str(transport.get_extra_info("peername"))
+        self.service._connections.add(self)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.service._connections.discard(self)
+        self.out = []
+
+    def pause_writing(self) -> None:
+        # the client is not reading its replies: stop reading its requests until it does
+        self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def reply(self, frame: bytes) -> None:
+        out = self.out
+        if not out:
+            self.service._dirty.append(self)
+        out.append(frame)
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            self.out = []
+            transport = self.transport
+            if not transport.is_closing():  # type: ignore[union-attr]
+                transport.writelines(out)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            data = self.buffer + data
+        service = self.service
+        max_request = service.max_request
+        unpack = REQUEST.unpack_from
+        head = REQUEST.size
+        end = len(data)
+        pos = 0
+        leader = service._is_leader
+        writes: List[bytes] = []
+        run_start = -1  # start of the current run of consecutive write frames
+        error: Optional[str] = None
+        while end - pos >= head:
+            length, op, rid, cid, seq, _ack, klen, vlen, elen = unpack(data, pos)
+            try:
+                check_request(length, op, klen, vlen, elen, max_request)
+            except ProtocolError as exc:
+                error = str(exc)
+                break
+            frame_end = pos + 4 + length
+            if frame_end > end:
+                break
+            if op in WRITE_OPS:
+                if not leader:
+                    self.reply(service._not_leader(rid, service.raft.node.leader))  # type: ignore[union-attr]
+                elif cid == 0:
+                    self.reply(encode_response(rid, _ERROR, b"a write needs a non-zero client id"))
+                else:
+                    service._pending[(cid, seq)] = (self, rid)
+                    if run_start < 0:
+                        run_start = pos
+                    pos = frame_end
+                    continue
+            elif op == _GET:
+                if leader:
+                    service._reads.append((self, rid, data[pos + head : pos + head + klen]))
+                else:
+                    self.reply(service._not_leader(rid, service.raft.node.leader))  # type: ignore[union-attr]
+            elif op == _STATUS:
+                self.reply(encode_response(rid, _OK, service._status()))
+            elif op in ADMIN_OPS:
+                service._change_membership(self, rid, op, data[pos + head : pos + head + klen])
+            if run_start >= 0:
+                writes.append(data[run_start:pos])
+                run_start = -1
+            pos = frame_end
+        if run_start >= 0:
+            writes.append(data[run_start:pos])
+        if error is None and end - pos >= 4 and int.from_bytes(data[pos : pos + 4], "little") > max_request:
+            error = f"request of {int.from_bytes(data[pos:pos + 4], 'little')} bytes exceeds the limit of {max_request}"
+        self.buffer = data[pos:] if pos < end else b""
+        if writes:
+            for chunk in writes:
+                service._writes.append(chunk)
+                service._write_bytes += len(chunk)
+        if writes or self.out or service._reads:
+            service.raft.wake()  # type: ignore[union-attr]
+        if error is not None:
+            logger.warning("node %s: closing client connection %s: %s",
+                           service.raft.id if service.raft else "?", self.peer, error)
+            self.buffer = b""
+            self.transport.abort()  # type: ignore[union-attr]
+
+
+def _batch_sessions(batch: bytes):
+    """(client id, seq) of every request in a batch entry."""
+    unpack = REQUEST.unpack_from
+    pos = 1
+    end = len(batch)
+    while pos < end:
+        length, _op, _rid, cid, seq = unpack(batch, pos)[:5]
+        yield cid, seq
+        pos += 4 + length

@@ -1,0 +1,192 @@
+"""KVStore: the replicated state machine. Keys and values are bytes.
+
+Client sessions (Raft thesis §6.3): every write carries (client id, seq, ack). The store
+remembers the result of each seq a client may still retry, returns it again for a duplicate
+instead of applying twice, and forgets results below the client's `ack` (the lowest seq the
+client still awaits). The session table is part of the snapshot and is bounded: past
+`max_sessions` the least recently active session is evicted, identically on every replica.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from itertools import accumulate
+from typing import Dict, List, Optional, Tuple
+
+from .protocol import BATCH_TAG, NO_VALUE, REQUEST, Op, Status
+
+__all__ = ["KVStore", "Result", "SnapshotFormatError"]
+
+Result = Tuple[int, bytes]
+"""(status, body) of an applied write."""
+
+_OK: Result = (Status.OK, b"")
+_CAS_FAILED: Result = (Status.CAS_FAILED, b"")
+_STALE: Result = (Status.ERROR, b"stale sequence number: the client already acknowledged its reply")
+_PUT, _DELETE, _CAS, _APPEND = Op.PUT, Op.DELETE, Op.CAS, Op.APPEND
+
+_SNAPSHOT_MAGIC = b"RFKV"
+_SNAPSHOT_VERSION = 1
+_SNAPSHOT_HEAD = struct.Struct("<4sBQQ")  # magic, version, #keys, #sessions
+_SESSION_HEAD = struct.Struct("<QQI")  # client id, floor, #results
+_RESULT_HEAD = struct.Struct("<QBI")  # seq, status, body length
+
+
+class SnapshotFormatError(ValueError):
+    """Snapshot bytes that this version cannot read."""
+
+
+class KVStore:
+    __slots__ = ("data", "sessions", "max_sessions")
+
+    def __init__(self, max_sessions: int = 100_000) -> None:
+        self.data: Dict[bytes, bytes] = {}
+        # client id -> [floor, {seq: result}]; dict order is least to most recently active
+        self.sessions: Dict[int, list] = {}
+        self.max_sessions = max_sessions
+
+    def get(self, key: bytes) -> Optional[bytes]:
+        return self.data.get(key)
+
+    def apply_batch(self, batch: bytes, replies: Optional[List[tuple]]) -> None:
+        """Apply a batch entry (BATCH_TAG + write request frames). When `replies` is a list,
+        append (client id, seq, result) for every request, in order."""
+        if batch[:1] != BATCH_TAG:
+            return  # not ours (an empty command, say): nothing to apply
+        data = self.data
+        sessions = self.sessions
+        unpack = REQUEST.unpack_from
+        head = REQUEST.size
+        end = len(batch)
+        pos = 1
+        while pos < end:
+            length, op, _rid, cid, seq, ack, klen, vlen, elen = unpack(batch, pos)
+            kpos = pos + head
+            vpos = kpos + klen
+            pos += 4 + length
+            session = sessions.pop(cid, None)
+            if session is None:
+                session = [0, {}]
+                if len(sessions) >= self.max_sessions:
+                    del sessions[next(iter(sessions))]
+            sessions[cid] = session  # most recently active last
+            results = session[1]
+            if seq < session[0]:
+                result = _STALE
+            else:
+                result = results.get(seq)
+                if result is None:
+                    key = batch[kpos:vpos]
+                    if op == _PUT:
+                        data[key] = batch[vpos : vpos + vlen]
+                        result = _OK
+                    elif op == _DELETE:
+                        data.pop(key, None)
+                        result = _OK
+                    elif op == _APPEND:
+                        data[key] = data.get(key, b"") + batch[vpos : vpos + vlen]
+                        result = _OK
+                    else:  # cas
+                        current = data.get(key)
+                        if elen == NO_VALUE:
+                            matches = current is None
+                        else:
+                            epos = vpos + vlen
+                            matches = current == batch[epos : epos + elen]
+                        if matches:
+                            data[key] = batch[vpos : vpos + vlen]
+                            result = _OK
+                        else:
+                            result = _CAS_FAILED
+                    results[seq] = result
+            if ack > session[0]:
+                _forget(session, ack)
+            if replies is not None:
+                replies.append((cid, seq, result))
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        data = self.data
+        keys = list(data)
+        values = list(data.values())
+        klens = array("I", map(len, keys))
+        vlens = array("I", map(len, values))
+        if sys.byteorder == "big":
+            klens.byteswap()
+            vlens.byteswap()
+        parts = [
+            _SNAPSHOT_HEAD.pack(_SNAPSHOT_MAGIC, _SNAPSHOT_VERSION, len(keys), len(self.sessions)),
+            klens.tobytes(), vlens.tobytes(), b"".join(keys), b"".join(values),
+        ]
+        for cid, (floor, results) in self.sessions.items():
+            parts.append(_SESSION_HEAD.pack(cid, floor, len(results)))
+            for seq, (status, body) in results.items():
+                parts.append(_RESULT_HEAD.pack(seq, status, len(body)))
+                parts.append(body)
+        return b"".join(parts)
+
+    def restore(self, snapshot: bytes) -> None:
+        """Replace everything with `snapshot` (b"" = empty); SnapshotFormatError if unreadable."""
+        if not snapshot:
+            self.data = {}
+            self.sessions = {}
+            return
+        view = memoryview(snapshot)
+        try:
+            magic, version, nkeys, nsessions = _SNAPSHOT_HEAD.unpack_from(view)
+            if magic != _SNAPSHOT_MAGIC or version != _SNAPSHOT_VERSION:
+                raise SnapshotFormatError(f"not a version {_SNAPSHOT_VERSION} KV snapshot")
+            pos = _SNAPSHOT_HEAD.size
+            lens = array("I")
+            lens.frombytes(view[pos : pos + 8 * nkeys])
+            if len(lens) != 2 * nkeys:
+                raise SnapshotFormatError("truncated key table")
+            if sys.byteorder == "big":
+                lens.byteswap()
+            pos += 8 * nkeys
+            klens, vlens = lens[:nkeys], lens[nkeys:]
+            kbytes, vbytes = sum(klens), sum(vlens)
+            if pos + kbytes + vbytes > len(view):
+                raise SnapshotFormatError("truncated keys and values")
+            keys = _split(snapshot, pos, klens)
+            values = _split(snapshot, pos + kbytes, vlens)
+            pos += kbytes + vbytes
+            sessions: Dict[int, list] = {}
+            for _ in range(nsessions):
+                cid, floor, nresults = _SESSION_HEAD.unpack_from(view, pos)
+                pos += _SESSION_HEAD.size
+                results: Dict[int, Result] = {}
+                for _ in range(nresults):
+                    seq, status, size = _RESULT_HEAD.unpack_from(view, pos)
+                    pos += _RESULT_HEAD.size
+                    if pos + size > len(view):
+                        raise SnapshotFormatError("truncated session result")
+                    results[seq] = (status, snapshot[pos : pos + size])
+                    pos += size
+                sessions[cid] = [floor, results]
+            if pos != len(view):
+                raise SnapshotFormatError(f"{len(view) - pos} trailing bytes")
+        except struct.error as exc:
+            raise SnapshotFormatError(f"truncated snapshot: {exc}") from None
+        self.data = dict(zip(keys, values))
+        self.sessions = sessions
+
+
+def _forget(session: list, ack: int) -> None:
+    """Drop results the client acknowledged (seq < ack)."""
+    floor, results = session
+    if ack - floor <= len(results):
+        pop = results.pop
+        for seq in range(floor, ack):
+            pop(seq, None)
+    else:  # a large jump: filtering is cheaper than walking the gap
+        session[1] = {seq: r for seq, r in results.items() if seq >= ack}
+    session[0] = ack
+
+
+def _split(buffer: bytes, start: int, lengths: array) -> List[bytes]:
+    ends = list(accumulate(lengths, initial=start))
+    return [buffer[a:b] for a, b in zip(ends, ends[1:])]

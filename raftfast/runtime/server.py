@@ -1,0 +1,308 @@
+"""RaftServer: drives a RaftNode from an asyncio loop.
+
+One *turn* per loop iteration does all the work: everything that arrived since the last turn
+(peer messages, ticks, the application's proposals and reads) goes into ONE `step_many`, which
+pays one durability barrier; then the actions are carried out in order, with the sends for each
+peer coalesced into one write. Anything that arrives asks for a turn with `loop.call_soon`, so
+a busy loop batches more per turn and an idle one answers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+from .. import framing
+from ..actions import Action
+from ..config import RaftConfig
+from ..errors import EncodingError, NotLeaderError, RaftError, StorageError
+from ..events import Event
+from ..messages import Message
+from ..node import RaftNode
+from ..types import NodeId, Role
+from .address import Address
+from .application import Application
+from .peers import PeerTransport
+
+__all__ = ["RaftServer"]
+
+logger = logging.getLogger("raftfast.runtime.server")
+
+_Send = Action.Send
+_Apply = Action.Apply
+_ReadReady = Action.ReadReady
+_Message = Event.Message
+_MEMBERSHIP_EVENTS = (Event.AddServer, Event.RemoveServer, Event.AddLearner, Event.PromoteLearner)
+
+
+class RaftServer:
+    """A Raft node on the network: ticks, peer links, turns, and the application's actions.
+
+    `log` is the node's RaftLog (a `WalLog` for a durable node). `peers` maps node ids to peer
+    addresses; more can be learned later with `set_peer_address` or from peers' handshakes.
+    """
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        app: Application,
+        log: Any,
+        *,
+        cluster_id: str = "raftfast",
+        peers: Optional[Dict[NodeId, Address]] = None,
+        tick_interval: float = 0.01,
+        client_address: str = "",
+        max_frame: int = framing.MAX_FRAME,
+        queue_bytes: int = 16 << 20,
+    ) -> None:
+        if tick_interval <= 0:
+            raise ValueError(f"tick_interval must be positive, got {tick_interval!r}")
+        self.app = app
+        self.node = RaftNode(config, log)
+        self.cluster_id = cluster_id
+        self.tick_interval = tick_interval
+        self.max_frame = max_frame
+        self.transport = PeerTransport(
+            config.id, cluster_id, self._on_messages,
+            addresses={k: v for k, v in (peers or {}).items() if k != config.id},
+            client_address=client_address, max_frame=max_frame, queue_bytes=queue_bytes,
+        )
+        self.peer_address: Optional[Address] = None
+        self.failure: Optional[BaseException] = None
+        self._inbox: List[object] = []
+        self._scheduled = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._tick_handle: Optional[asyncio.TimerHandle] = None
+        self._next_tick = 0.0
+        self._closed: Optional[asyncio.Future] = None
+        self._state = (self.node.role, self.node.term, self.node.leader)
+        self._changes: Dict[int, tuple] = {}  # id(event) -> (event, future, commit index or 0)
+
+    @property
+    def id(self) -> NodeId:
+        return self.node.id
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
+        """Restore the application from the log's snapshot, listen for peers on `host:port`
+        (0 = any free port), start ticking. Returns the bound peer address."""
+        self._loop = loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
+        snapshot = self.node.log.snapshot()
+        if snapshot.index > 0:
+            self.app.restore(snapshot.data)
+        self.peer_address = await self.transport.listen(host, port)
+        self.transport.set_members(self.node.members + self.node.learners)
+        self._next_tick = loop.time() + self.tick_interval
+        self._tick_handle = loop.call_at(self._next_tick, self._tick)
+        logger.info(
+            "node %d: listening for peers on %s, term %d, log %d..%d, members %s",
+            self.id, self.peer_address, self.node.term, self.node.log.snapshot_index(),
+            self.node.log.last_index(), list(self.node.members),
+        )
+        return self.peer_address
+
+    async def stop(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        await self.transport.close()
+        for event, future, _ in self._changes.values():
+            if not future.done():
+                future.set_exception(RaftError("the server stopped"))
+        self._changes.clear()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Returns once the server stops; raises the fatal error if it failed."""
+        assert self._closed is not None, "start() first"
+        await asyncio.shield(self._closed)
+        if self.failure is not None:
+            raise self.failure
+
+    def set_peer_address(self, peer: NodeId, address: Address) -> None:
+        self.transport.set_address(peer, address)
+
+    def client_address_of(self, node_id: Optional[NodeId]) -> str:
+        """Where `node_id` serves clients, if a handshake told us ('' when unknown)."""
+        if node_id is None:
+            return ""
+        if node_id == self.id:
+            return self.transport.client_address
+        return self.transport.client_addresses.get(node_id, "")
+
+    # -- input -------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask for a turn in this loop iteration (cheap to call repeatedly)."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._turn)  # type: ignore[union-attr]
+
+    def submit(self, event: object) -> None:
+        self._inbox.append(event)
+        self.wake()
+
+    def _on_messages(self, messages: List[Message]) -> None:
+        self._inbox.extend([_Message(m) for m in messages])
+        self.wake()
+
+    def _tick(self) -> None:
+        loop = self._loop
+        now = loop.time()  # type: ignore[union-attr]
+        self._next_tick += self.tick_interval
+        if self._next_tick < now:  # the loop was blocked: do not replay the missed ticks
+            self._next_tick = now + self.tick_interval
+        self._tick_handle = loop.call_at(self._next_tick, self._tick)  # type: ignore[union-attr]
+        self._inbox.append(Event.Tick())
+        self.wake()
+
+    async def change_membership(self, event: object, timeout: float = 10.0) -> None:
+        """Step a membership event (Event.AddServer, ...) and wait until it commits.
+
+        Raises what the node refused it with (NotLeaderError, ConfigInProgressError, ...),
+        NotLeaderError if leadership is lost before the commit, TimeoutError on timeout.
+        """
+        if type(event) not in _MEMBERSHIP_EVENTS:
+            raise TypeError(f"not a membership event: {event!r}")
+        future = self._loop.create_future()  # type: ignore[union-attr]
+        self._changes[id(event)] = (event, future, 0)
+        self.submit(event)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        finally:
+            self._changes.pop(id(event), None)
+
+    # -- the turn ----------------------------------------------------------------------------
+
+    def _turn(self) -> None:
+        self._scheduled = False
+        events = self._inbox
+        self._inbox = []
+        app = self.app
+        app.drain(events)
+        if events and self.failure is None:
+            self._step(events)
+        app.flush()
+
+    def _step(self, events: List[object]) -> None:
+        node = self.node
+        app = self.app
+        try:
+            actions = node.step_many(events)
+        except StorageError as exc:
+            self._fail(exc)
+            return
+        sends: Dict[NodeId, List[bytes]] = {}
+        encode_frame = framing.encode_frame
+        max_frame = self.max_frame
+        for action in actions:
+            kind = type(action)
+            if kind is _Send:
+                try:
+                    frame = encode_frame(action.message, max_frame)
+                except EncodingError as exc:
+                    logger.error("node %d: cannot send %s to node %d: %s",
+                                 self.id, type(action.message).__name__, action.to, exc)
+                    continue
+                frames = sends.get(action.to)
+                if frames is None:
+                    sends[action.to] = [frame]
+                else:
+                    frames.append(frame)
+                continue
+            if sends:  # peers need not wait for this node's applies
+                self._flush_sends(sends)
+                sends = {}
+            if kind is _Apply:
+                app.apply(action.index, action.command)
+            elif kind is _ReadReady:
+                app.read_ready(action.request_id)
+            else:
+                self._carry_out(action)
+        if sends:
+            self._flush_sends(sends)
+        state = (node.role, node.term, node.leader)
+        if state != self._state:
+            self._state = state
+            app.role_changed(*state)
+        if self._changes:
+            self._settle_changes()
+
+    def _flush_sends(self, sends: Dict[NodeId, List[bytes]]) -> None:
+        send = self.transport.send
+        for peer, frames in sends.items():
+            send(peer, frames)
+
+    def _carry_out(self, action: object) -> None:
+        kind = type(action)
+        if kind is Action.ReadFailed:
+            self.app.read_failed(action.request_id, action.leader)  # type: ignore[attr-defined]
+        elif kind is Action.Rejected:
+            event = action.event  # type: ignore[attr-defined]
+            change = self._changes.get(id(event))
+            if change is not None and change[0] is event:
+                if not change[1].done():
+                    change[1].set_exception(action.error)  # type: ignore[attr-defined]
+            else:
+                self.app.rejected(event, action.error)  # type: ignore[attr-defined]
+        elif kind is Action.MembershipChanged:
+            members = action.members + action.learners  # type: ignore[attr-defined]
+            logger.info("node %d: members now %s, learners %s", self.id,
+                        list(action.members), list(action.learners))  # type: ignore[attr-defined]
+            self.transport.set_members(members)
+        elif kind is Action.Snapshot:
+            started = time.perf_counter()
+            data = self.app.snapshot()
+            logger.info("node %d: snapshot through %d (%d bytes, %.1f ms)", self.id,
+                        action.index, len(data), (time.perf_counter() - started) * 1e3)  # type: ignore[attr-defined]
+            self.submit(Event.Snapshot(action.index, data))  # type: ignore[attr-defined]
+        elif kind is Action.RestoreSnapshot:
+            logger.info("node %d: restoring a snapshot through %d from the leader",
+                        self.id, action.index)  # type: ignore[attr-defined]
+            self.app.restore(action.data)  # type: ignore[attr-defined]
+
+    def _settle_changes(self) -> None:
+        node = self.node
+        for key, (event, future, index) in list(self._changes.items()):
+            if future.done():
+                continue
+            if not node.is_leader():
+                future.set_exception(NotLeaderError(node.leader))
+            elif index == 0:
+                # not rejected, so its entry (or nothing, for a no-op change) is in the log now
+                self._changes[key] = (event, future, node.log.last_index())
+                if node.commit_index >= node.log.last_index():
+                    future.set_result(None)
+            elif node.commit_index >= index:
+                future.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        logger.critical("node %d: storage failed, stopping: %s", self.id, exc)
+        self.failure = exc
+        self._loop.create_task(self.stop())  # type: ignore[union-attr]
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def status(self) -> Dict[str, Any]:
+        node = self.node
+        log = node.log
+        clients = {str(self.id): self.transport.client_address}
+        clients.update({str(k): v for k, v in self.transport.client_addresses.items()})
+        return {
+            "id": self.id,
+            "role": Role(node.role).name.lower(),
+            "term": node.term,
+            "leader": node.leader,
+            "commit_index": node.commit_index,
+            "applied_index": node.last_applied,
+            "last_index": log.last_index(),
+            "snapshot_index": log.snapshot_index(),
+            "members": list(node.members),
+            "learners": list(node.learners),
+            "client_addresses": clients,
+        }

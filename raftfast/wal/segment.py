@@ -1,0 +1,135 @@
+"""Segment files: their names, their creation, and walking the records inside one.
+
+A segment is a fixed-size file filled with zeros when it is made, then overwritten in place
+from the front. Writing into blocks that already exist means fdatasync commits no metadata,
+which measured about 2.5x cheaper here than appending. The valid records end where the zeros
+begin (or at the first invalid bytes, which recovery judges).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional, Tuple
+
+import crc32c
+
+from .fileio import FileIO
+from .format import FRAME, FRAME_SIZE, MAGIC, MAX_PAYLOAD
+
+PREFIX = "segment-"
+SUFFIX = ".wal"
+TMP_SUFFIX = ".tmp"
+
+_ZEROS = bytes(1 << 20)
+_NO_MAGIC = b"\0\0\0\0"
+
+
+def segment_name(seq: int) -> str:
+    return f"{PREFIX}{seq:020d}{SUFFIX}"
+
+
+def parse_segment_name(name: str) -> Optional[int]:
+    digits = name[len(PREFIX) : -len(SUFFIX)]
+    if name.startswith(PREFIX) and name.endswith(SUFFIX) and len(digits) == 20 and digits.isdigit():
+        return int(digits)
+    return None
+
+
+def write_zeros(io: FileIO, fd: int, start: int, end: int) -> None:
+    while start < end:
+        n = min(end - start, len(_ZEROS))
+        io.pwrite(fd, _ZEROS[:n] if n < len(_ZEROS) else _ZEROS, start)
+        start += n
+
+
+def create_segment(io: FileIO, directory: str, seq: int, preamble: bytes, size: int) -> None:
+    """Make segment `seq` holding `preamble` and zeros up to `size` bytes, atomically: write a
+    temp file, fsync it, rename it into place, fsync the directory. A crash at any step leaves
+    either no segment `seq` (and maybe a temp file, which recovery deletes) or a whole one."""
+    path = os.path.join(directory, segment_name(seq))
+    tmp = path + TMP_SUFFIX
+    fd = io.create(tmp)
+    try:
+        io.pwrite(fd, preamble, 0)
+        write_zeros(io, fd, len(preamble), size)
+        io.fsync(fd)
+    finally:
+        io.close(fd)
+    io.rename(tmp, path)
+    io.fsync_dir(directory)
+
+
+class Scan:
+    """Walks the records of one segment image, stopping at the first bytes that are not one.
+
+    Iterating yields (offset, type, synced, payload start, payload end) for each record whose
+    length fits the file and whose checksum matches. Afterwards `end` is the offset just past
+    the last of them, and `failure` is (offset, reason) for bytes there that are not a record,
+    or None where the records stop at a zero header or at the end of the file. Whether only
+    zeros follow is a separate question (`nonzero_end`), asked only of the last segment.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.end = 0
+        self.failure: Optional[Tuple[int, str]] = None
+        self._nonzero_end: Optional[int] = None
+
+    def __iter__(self) -> Iterator[Tuple[int, int, int, int, int]]:
+        data = self.data
+        view = memoryview(data)
+        limit = len(data)
+        unpack = FRAME.unpack_from
+        crc = crc32c.crc32c
+        pos = 0
+        while pos + FRAME_SIZE <= limit:
+            magic, check, size, synced, rtype = unpack(data, pos)
+            if magic != MAGIC:
+                if magic != _NO_MAGIC:
+                    self.failure = (pos, "no record here (bad magic)")
+                break
+            end = pos + FRAME_SIZE + size
+            if size > MAX_PAYLOAD or end > limit:
+                self.failure = (pos, f"record length {size} runs past the end of the file or the maximum")
+                break
+            if crc(view[pos + 8 : end]) != check:
+                self.failure = (pos, "checksum mismatch")
+                break
+            yield pos, rtype, synced, pos + FRAME_SIZE, end
+            pos = end
+        self.end = pos
+
+    def nonzero_end(self) -> int:
+        """The offset just past the last non-zero byte."""
+        if self._nonzero_end is None:
+            data = self.data
+            end = len(data)
+            step = len(_ZEROS)
+            # Whole chunks are compared with a zero block (a memcmp); only the chunk holding
+            # the last non-zero byte is stripped, since bytes.rstrip is ~25x slower per byte.
+            while end > 0:
+                start = max(0, end - step)
+                chunk = data[start:end]
+                if chunk != _ZEROS[: end - start]:
+                    end = start + len(chunk.rstrip(b"\0"))
+                    break
+                end = start
+            self._nonzero_end = end
+        return self._nonzero_end
+
+    def synced_record_after(self, offset: int) -> Optional[int]:
+        """The offset of a valid record after `offset` that was written once `offset` was
+        already durable, or None. Such a record proves the bytes at `offset` were synced, so a
+        failure there is corruption; without one, it is a torn write of unsynced data."""
+        data = self.data
+        view = memoryview(data)
+        limit = self.nonzero_end()
+        at = data.find(MAGIC, offset + 1, limit)
+        while at != -1:
+            if at + FRAME_SIZE <= len(data):
+                _, check, size, synced, _ = FRAME.unpack_from(data, at)
+                end = at + FRAME_SIZE + size
+                if synced > offset and size <= MAX_PAYLOAD and end <= len(data) and crc32c.crc32c(view[at + 8 : end]) == check:
+                    return at
+            at = data.find(MAGIC, at + 1, limit)
+        return None

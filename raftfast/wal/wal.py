@@ -1,0 +1,436 @@
+"""WalLog: a durable RaftLog kept in a directory of segment files and snapshot files.
+
+Every change is a record appended to the active segment: in a user-space buffer first, then
+written with one pwrite and made durable with one fdatasync by `sync()` (group commit). Reads
+never touch the disk: the entries live in an in-memory EntryLog, rebuilt by recovery.
+
+A record is always written before the in-memory state changes, so a segment header, made at
+rotation from the in-memory state, describes exactly the records before it.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+from itertools import groupby
+from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
+
+import crc32c
+
+from ..errors import StorageError
+from ..log._entries import EntryBatch, EntryLog
+from ..types import HardState, LogEntry, Snapshot
+from . import format as fmt
+from .fileio import FileIO
+from .recovery import SegmentInfo, load
+from .segment import create_segment, segment_name, write_zeros
+from .snapshots import parse_snapshot_name, write_snapshot
+
+DEFAULT_SEGMENT_BYTES = 64 << 20
+MIN_SEGMENT_BYTES = 4096
+LOCK_NAME = "LOCK"
+
+_FLUSH_BYTES = 1 << 20
+"""Unsynced records beyond this are written out early, to bound the buffer."""
+_BYTES_ONLY = {bytes}
+_READS = ("last_index", "last_term", "term_at", "entry", "entries", "batch", "slices")
+
+
+class WalLog:
+    """A crash-safe RaftLog in directory `path`; make one with `WalLog.open(path)`.
+
+    `sync()` is the durability barrier: one fdatasync covers every write since the last one.
+    Any I/O error is fail-stop: it raises StorageError, and so does every later call, because
+    after a failed write or fsync nobody knows what reached the disk.
+    """
+
+    __slots__ = (
+        *_READS,
+        "_dir", "_io", "_lock_fd", "_segment_bytes", "_entries", "_hard", "_snapshot", "_segments",
+        "_high_water", "_logged_last", "_logged_snap", "_seq", "_fd", "_size", "_pos", "_synced", "_buf", "_failure",
+    )
+
+    # The reads are the entry log's own bound methods: no wrapper call on the hot path.
+    last_index: Callable[[], int]
+    last_term: Callable[[], int]
+    term_at: Callable[[int], Optional[int]]
+    entry: Callable[[int], LogEntry]
+    entries: Callable[[int, int], List[LogEntry]]
+    batch: Callable[[int, int, int], EntryBatch]
+    slices: Callable[[int, int], Tuple[List[int], bytes, List[bytes]]]
+
+    @classmethod
+    def open(cls, path: "str | os.PathLike[str]", *, segment_bytes: int = DEFAULT_SEGMENT_BYTES, io: Optional[FileIO] = None) -> "WalLog":
+        """Open (creating if needed) the WAL in directory `path` and recover its state.
+
+        `segment_bytes` is the size of new segment files. Raises StorageError if the directory
+        is corrupt, unreadable, or already open (by this process or another).
+        """
+        if segment_bytes < MIN_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {segment_bytes}")
+        io = FileIO() if io is None else io
+        directory = os.path.abspath(os.fspath(path))
+        try:
+            io.makedirs(directory)
+            lock_fd = io.lock(os.path.join(directory, LOCK_NAME))
+        except BlockingIOError:
+            raise StorageError(directory, "already open: another WalLog holds its lock") from None
+        except OSError as e:
+            raise StorageError(directory, f"cannot open: {e}") from e
+        try:
+            return cls(directory, io, lock_fd, segment_bytes)
+        except BaseException:
+            io.close(lock_fd)
+            raise
+
+    def __init__(self, directory: str, io: FileIO, lock_fd: int, segment_bytes: int) -> None:
+        """Recover from `directory`, whose lock `lock_fd` is held. Use `WalLog.open`."""
+        self._dir = directory
+        self._io = io
+        self._lock_fd = lock_fd
+        self._segment_bytes = segment_bytes
+        self._buf = bytearray()
+        self._failure: Optional[StorageError] = None
+        rec = load(directory, io)
+        self._entries = rec.entries
+        self._hard = rec.hard_state
+        self._snapshot = rec.snapshot
+        self._high_water = rec.high_water
+        self._logged_last = rec.logged_last
+        self._logged_snap = rec.logged_snap
+        try:
+            for name in rec.obsolete:
+                self._unlink(name)
+            if not rec.segments:
+                preamble = self._preamble(1, 0)
+                create_segment(io, directory, 1, preamble, segment_bytes)
+                rec.segments, rec.end, rec.size = [SegmentInfo(1, segment_name(1), 0)], len(preamble), segment_bytes
+            active = rec.segments[-1]
+            self._fd = io.open_rw(os.path.join(directory, active.name))
+        except OSError as e:
+            raise StorageError(e.filename or directory, f"recovery failed: {e}") from e
+        self._segments = rec.segments
+        self._seq = active.seq
+        self._size = rec.size
+        self._pos = self._synced = rec.end
+        for name in _READS:
+            setattr(self, name, getattr(self._entries, name))
+        try:
+            if rec.torn is not None:
+                write_zeros(io, self._fd, *rec.torn)
+            # What recovery read may have reached only the page cache before a crash: make it
+            # durable, so later records may vouch for it.
+            io.fdatasync(self._fd)
+            if rec.pending_snapshot is not None:
+                self._put_snapshot(*rec.pending_snapshot)
+                self._sync_segment()
+            self._compact()
+        except OSError as e:
+            io.close(self._fd)
+            raise StorageError(e.filename or directory, f"recovery failed: {e}") from e
+
+    # -- the RaftLog protocol ------------------------------------------------------------------
+
+    def append(self, entries: Sequence[LogEntry]) -> None:
+        """Append `entries` (the first at `last_index()+1`) as one record; ValueError, with
+        nothing written, if they do not follow the log."""
+        self._check()
+        log = self._entries
+        first = log.last_index() + 1
+        if type(entries) is EntryBatch:
+            terms, kinds, commands = entries.terms, entries.kinds, entries.commands
+            in_order = entries.first_index == first
+        else:
+            if not isinstance(entries, (list, tuple)):
+                entries = list(entries)
+            terms = [e.term for e in entries]
+            kinds = [e.kind for e in entries]
+            commands = [e.command for e in entries]
+            in_order = [e.index for e in entries] == list(range(first, first + len(commands)))
+        n = len(commands)
+        if not n:
+            return
+        term, kind = terms[0], kinds[0]
+        lens = _lengths(commands)
+        # The usual batch (in order, one term, one kind, bytes) is checked with C-speed calls
+        # and bulk-loaded; anything else goes through EntryLog.append's per-entry checks.
+        if (
+            in_order
+            and 0 <= kind <= 2
+            and term >= log.last_term()
+            and terms.count(term) == n
+            and kinds.count(kind) == n
+            and set(map(type, commands)) == _BYTES_ONLY
+        ):
+            log.extend_raw([term] * n, bytes((kind,)) * n, commands)
+            self._log_append(first, [(term, int(kind), n)], commands, lens)
+            return
+        log.append(entries)  # raises MemoryLog's errors; converts commands to bytes
+        terms, kinds, commands = log.slices(first, log.last_index())
+        self._log_append(first, _runs(terms, kinds), commands, lens)
+
+    def append_commands(self, term: int, kind: int, commands: Sequence[bytes]) -> int:
+        """Append one entry per command, all in `term` with `kind`, as one record; returns
+        the new last index. The cheapest way in: no LogEntry is built."""
+        self._check()
+        if not 0 <= kind <= 2:
+            raise ValueError(f"append_commands: invalid entry kind {kind!r}")
+        first = self._entries.last_index() + 1
+        lens = _lengths(commands)
+        last = self._entries.append_commands(term, kind, commands)
+        if last >= first:
+            self._log_append(first, [(term, kind, last - first + 1)], commands, lens)
+        return last
+
+    def truncate(self, from_index: int) -> None:
+        """Drop every entry at or after `from_index` (ValueError at or below the snapshot)."""
+        self._check()
+        log = self._entries
+        if from_index <= log.offset or from_index > log.last_index():
+            log.truncate(from_index)  # raises below the snapshot; past the end there is nothing to drop
+            return
+        payload = fmt.truncate_payload(from_index)
+        try:
+            self._put(fmt.TRUNCATE, [payload], len(payload))
+        except OSError as e:
+            raise self._fail(e, "truncate") from e
+        self._logged_last = from_index - 1
+        log.truncate(from_index)
+
+    def hard_state(self) -> HardState:
+        self._check()
+        return self._hard
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self._check()
+        if hs == self._hard:
+            return
+        payload = fmt.hard_state_payload(hs)
+        try:
+            self._put(fmt.HARD_STATE, [payload], len(payload))
+        except OSError as e:
+            raise self._fail(e, "set_hard_state") from e
+        self._hard = hs
+
+    def sync(self) -> None:
+        """Make every earlier write durable: one fdatasync, none if nothing changed."""
+        self._check()
+        if self._buf or self._pos != self._synced:
+            try:
+                self._sync_segment()
+            except OSError as e:
+                raise self._fail(e, "sync") from e
+
+    def snapshot_index(self) -> int:
+        self._check()
+        return self._snapshot.index
+
+    def snapshot(self) -> Snapshot:
+        self._check()
+        return self._snapshot
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Install `snapshot` as MemoryLog does (keep the entries above it if the log holds its
+        index with its term, else drop them all), durably: it returns after the snapshot file
+        and the log record naming it are synced, then deletes what the snapshot covers."""
+        self._check()
+        if snapshot.index < self._snapshot.index:
+            raise ValueError(
+                f"apply_snapshot: index {snapshot.index} is older than the current snapshot {self._snapshot.index}"
+            )
+        kept = self._entries.term_at(snapshot.index) == snapshot.term
+        fmt.snapshot_payload(snapshot.index, snapshot.term, kept)  # range check before any write
+        try:
+            # The log up to here is made durable before the snapshot file exists: recovery
+            # finishes an install whose record is missing by replaying the log and then the
+            # snapshot, which must see every write that came before it.
+            self._sync_segment()
+            write_snapshot(self._io, self._dir, snapshot)
+            self._put_snapshot(snapshot.index, snapshot.term, kept)
+            self._sync_segment()
+        except OSError as e:
+            raise self._fail(e, "apply_snapshot") from e
+        self._entries.compact(snapshot.index, snapshot.term)
+        self._snapshot = snapshot
+        try:
+            self._compact()
+        except OSError as e:
+            raise self._fail(e, "compaction") from e
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Sync what is buffered and release the files and the lock; later calls raise."""
+        if self._failure is not None and self._lock_fd < 0:
+            return
+        error = None
+        try:
+            if self._failure is None:
+                self._sync_segment()
+        except OSError as e:
+            error = self._fail(e, "close")
+        finally:
+            for fd in (self._fd, self._lock_fd):
+                try:
+                    self._io.close(fd)
+                except OSError:
+                    pass
+            self._lock_fd = -1
+            if self._failure is None:
+                self._failure = StorageError(self._dir, "the WalLog is closed")
+                self._rebind_dead()
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> "WalLog":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"WalLog({self._dir!r})"
+
+    # -- writing records -----------------------------------------------------------------------
+
+    def _put(self, rtype: int, parts: List[bytes], size: int) -> None:
+        """Buffer one record whose payload is `parts` (`size` bytes), rotating first if the
+        active segment cannot hold it."""
+        if self._pos + len(self._buf) + fmt.FRAME_SIZE + size > self._size:
+            self._rotate(fmt.FRAME_SIZE + size)
+        body = fmt.region(rtype, self._synced, parts, size)
+        buf = self._buf
+        buf += fmt.prefix(crc32c.crc32c(body))
+        buf += body
+        if len(buf) >= _FLUSH_BYTES:
+            self._flush()
+
+    def _log_append(self, first: int, runs: List[fmt.Run], commands: Sequence[bytes], lens: array) -> None:
+        """Write APPEND records for entries already in the entry log: one record, or several
+        for an append too large for one. A crash between those keeps a prefix of the entries,
+        which is still a log this node could have had."""
+        try:
+            data_size = sum(lens)
+            if fmt.APPEND_OVERHEAD + len(runs) * fmt.ENTRY_OVERHEAD + 4 * len(lens) + data_size <= fmt.MAX_PAYLOAD:
+                self._put_append(first, runs, commands, lens, data_size)
+                return
+            terms = [term for term, _, n in runs for _ in range(n)]
+            kinds = [kind for _, kind, n in runs for _ in range(n)]
+            start, n = 0, len(lens)
+            while start < n:
+                stop = start + 1
+                size = fmt.APPEND_OVERHEAD + fmt.ENTRY_OVERHEAD + lens[start]
+                while stop < n and size + fmt.ENTRY_OVERHEAD + lens[stop] <= fmt.MAX_PAYLOAD:
+                    size += fmt.ENTRY_OVERHEAD + lens[stop]
+                    stop += 1
+                chunk = lens[start:stop]
+                runs = _runs(terms[start:stop], kinds[start:stop])
+                self._put_append(first + start, runs, commands[start:stop], chunk, sum(chunk))
+                start = stop
+        except OSError as e:
+            raise self._fail(e, "append") from e
+
+    def _put_append(self, first: int, runs: List[fmt.Run], commands: Sequence[bytes], lens: array, data_size: int) -> None:
+        parts, size = fmt.append_payload(first, runs, lens, commands, data_size)
+        self._put(fmt.APPEND, parts, size)
+        self._logged_last = last = first + len(lens) - 1
+        if last > self._high_water:
+            self._high_water = last
+
+    def _put_snapshot(self, index: int, term: int, kept: bool) -> None:
+        payload = fmt.snapshot_payload(index, term, kept)
+        self._put(fmt.SNAPSHOT, [payload], len(payload))
+        self._logged_snap = (index, term)
+        if not kept:
+            self._logged_last = index
+
+    def _flush(self) -> None:
+        buf = self._buf
+        if buf:
+            self._io.pwrite(self._fd, buf, self._pos)
+            self._pos += len(buf)
+            buf.clear()
+
+    def _sync_segment(self) -> None:
+        self._flush()
+        if self._pos != self._synced:
+            self._io.fdatasync(self._fd)
+            self._synced = self._pos
+
+    def _preamble(self, seq: int, prev_end: int) -> bytes:
+        # From what the records say, not from memory: an append updates the entry log (which
+        # validates it) before its record is written, and a rotation can fall in between.
+        snap_index, snap_term = self._logged_snap
+        header = fmt.Header(seq, prev_end, self._high_water, self._logged_last, snap_index, snap_term, self._hard)
+        return fmt.frame(fmt.HEADER, 0, fmt.header_payload(header))
+
+    def _rotate(self, need: int) -> None:
+        """Seal the active segment and start the next one, which must fit `need` more bytes."""
+        # The old segment is durable before the new one exists: only the last segment may
+        # ever hold a torn write.
+        self._sync_segment()
+        seq = self._seq + 1
+        preamble = self._preamble(seq, self._pos)
+        size = max(self._segment_bytes, len(preamble) + need)
+        create_segment(self._io, self._dir, seq, preamble, size)
+        fd = self._io.open_rw(os.path.join(self._dir, segment_name(seq)))
+        old, self._fd = self._fd, fd
+        self._seq, self._size = seq, size
+        self._pos = self._synced = len(preamble)
+        self._segments.append(SegmentInfo(seq, segment_name(seq), self._high_water))
+        self._io.close(old)
+
+    def _compact(self) -> None:
+        """Delete the segments every entry of which the snapshot covers, oldest first, and the
+        older snapshot files. Needs the snapshot's record to be durable already."""
+        covered = self._snapshot.index
+        segments = self._segments
+        keep = max((i for i, s in enumerate(segments) if s.high_water <= covered), default=0)
+        for s in segments[:keep]:
+            self._unlink(s.name)
+        del segments[:keep]
+        for name in self._io.listdir(self._dir):
+            index = parse_snapshot_name(name)
+            if index is not None and index < covered:
+                self._unlink(name)
+
+    def _unlink(self, name: str) -> None:
+        try:
+            self._io.unlink(os.path.join(self._dir, name))
+        except FileNotFoundError:
+            pass
+
+    # -- validation and failure ----------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            self._dead()
+
+    def _fail(self, error: OSError, operation: str) -> StorageError:
+        """Enter the failed state for good: after a failed write or fsync the file contents
+        are unknown, and retrying an fsync can report success for data that was dropped."""
+        context = error.filename or os.path.join(self._dir, segment_name(self._seq))
+        self._failure = StorageError(context, f"{operation} failed ({error.strerror or error}); the log is unusable")
+        self._rebind_dead()
+        return self._failure
+
+    def _rebind_dead(self) -> None:
+        for name in _READS:
+            setattr(self, name, self._dead)
+
+    def _dead(self, *args: object) -> NoReturn:
+        failure = self._failure
+        assert failure is not None
+        raise StorageError(failure.context, failure.detail)
+
+
+def _runs(terms: Sequence[int], kinds: Sequence[int]) -> List[fmt.Run]:
+    return [(term, int(kind), len(list(group))) for (term, kind), group in groupby(zip(terms, kinds))]
+
+
+def _lengths(commands: Sequence[bytes]) -> array:
+    """The commands' lengths, checked against the format's limit before anything changes."""
+    lens = array("I", map(len, commands))
+    if lens and max(lens) > fmt.MAX_ENTRY_BYTES:
+        raise ValueError(f"append: a command of {max(lens)} bytes exceeds the WAL's limit of {fmt.MAX_ENTRY_BYTES}")
+    return lens

@@ -1,0 +1,223 @@
+"""WalLog without faults: it behaves exactly like MemoryLog, reopens to the same state, and its
+extra paths (EntryBatch, append_commands, split records, rotation, compaction) hold up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from raftfast import Action, EntryKind, Event, HardState, LogEntry, MemoryLog, Membership, RaftConfig, RaftLog, Snapshot
+from raftfast.errors import StorageError
+from raftfast.messages import RequestVote, RequestVoteReply
+from raftfast.node import RaftNode
+from raftfast.wal import WalLog
+from raftfast.wal import format as fmt
+from raftfast.wal.faults import FaultyIO
+from raftfast.wal.segment import segment_name
+from wal_workload import apply, state, workload
+
+SMALL = 4096  # small segments, so a short workload rotates often
+
+
+def open_log(path, **kw):
+    return WalLog.open(path, segment_bytes=kw.pop("segment_bytes", SMALL), io=kw.pop("io", FaultyIO()), **kw)
+
+
+def segments(path):
+    return sorted(n for n in os.listdir(path) if n.endswith(".wal"))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_memorylog_and_reopens_to_the_same_state(tmp_path, seed):
+    ops, states = workload(seed, 120)
+    log = open_log(tmp_path)
+    for k, op in enumerate(ops):
+        apply(log, op)
+        assert state(log) == states[k + 1], f"after op {k}: {op[0]}"
+        if k % 30 == 29:  # reopen now and then: recovery mid-way must continue seamlessly
+            log.close()
+            log = open_log(tmp_path)
+            assert state(log) == states[k + 1]
+    log.close()
+    with open_log(tmp_path) as again:
+        assert state(again) == states[-1]
+    assert len(segments(tmp_path)) >= 1
+
+
+def test_is_a_raftlog_and_reads_stay_in_memory(tmp_path):
+    log = open_log(tmp_path)
+    assert isinstance(log, RaftLog)
+    log.append([LogEntry(1, i, EntryKind.NORMAL, b"x") for i in range(1, 11)])
+    log.sync()
+
+    def no_disk(*args):
+        raise AssertionError("a read touched the disk")
+
+    io = log._io
+    io.read = io.pwrite = io.create = io.open_rw = no_disk
+    assert log.term_at(0) == 0 and log.term_at(5) == 1 and log.term_at(11) is None
+    assert log.entry(3).command == b"x"
+    assert len(log.entries(1, 10)) == 10
+    assert len(log.batch(1, 4, 1 << 20)) == 4
+    assert log.slices(1, 2)[0] == [1, 1]
+    assert log.last_index() == 10 and log.last_term() == 1
+
+
+def test_errors_match_memorylog_and_write_nothing(tmp_path):
+    wal, mem = open_log(tmp_path), MemoryLog()
+    for log in (wal, mem):
+        log.append([LogEntry(2, i) for i in range(1, 6)])
+        log.apply_snapshot(Snapshot(2, 2, Membership.of([1])))
+    bad = [
+        ("append", [LogEntry(2, 7)]),  # gap
+        ("append", [LogEntry(1, 6)]),  # term below the last
+        ("append", [LogEntry(2, 6), LogEntry(2, 8)]),  # hole inside the batch
+        ("append", [LogEntry(3, 6), LogEntry(2, 7)]),  # terms going down
+        ("truncate", 2),  # at the snapshot
+        ("snapshot", Snapshot(1, 2, Membership.of([1]))),  # older snapshot
+        ("append_commands", (1, 0, [b"a"])),  # term below the last
+    ]
+    for op in bad:
+        with pytest.raises(ValueError) as wal_error:
+            apply(wal, op)
+        with pytest.raises(ValueError) as mem_error:
+            apply(mem, op)
+        assert str(wal_error.value) == str(mem_error.value)
+    with pytest.raises(ValueError, match="kind"):
+        wal.append_commands(2, 7, [b"a"])
+    with pytest.raises(TypeError):
+        wal.append_commands(2, 0, [bytearray(b"a")])
+    apply(wal, ("truncate", 9))  # past the end: a no-op, as in MemoryLog
+    assert state(wal) == state(mem)
+    wal.close()
+    with open_log(tmp_path) as again:
+        assert state(again) == state(mem)
+
+
+def test_commands_over_the_limit_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(fmt, "MAX_ENTRY_BYTES", 100)
+    with open_log(tmp_path) as log:
+        with pytest.raises(ValueError, match="limit"):
+            log.append([LogEntry(1, 1, EntryKind.NORMAL, bytes(101))])
+        assert log.last_index() == 0
+
+
+def test_an_append_too_big_for_one_record_is_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(fmt, "MAX_PAYLOAD", 1000)
+    entries = [LogEntry(1 + i // 40, i + 1, EntryKind(i % 3), bytes([i % 256]) * (i % 90)) for i in range(200)]
+    with open_log(tmp_path) as log:
+        log.append(entries)
+    with open_log(tmp_path) as log:
+        assert log.entries(1, 200) == entries
+
+
+def test_rotation_and_compaction_delete_only_covered_segments(tmp_path):
+    log = open_log(tmp_path)
+    for i in range(1, 201):
+        log.append_commands(1, 0, [bytes(100)])
+    log.sync()
+    before = segments(tmp_path)
+    assert len(before) > 3
+    log.apply_snapshot(Snapshot(150, 1, Membership.of([1, 2, 3]), b"state"))
+    after = segments(tmp_path)
+    assert len(after) < len(before) and after[-1] == before[-1]
+    assert [e.index for e in log.entries(151, 200)] == list(range(151, 201))
+    log.close()
+    with open_log(tmp_path) as again:
+        assert again.snapshot_index() == 150 and again.last_index() == 200
+        assert again.snapshot().data == b"state"
+    snaps = [n for n in os.listdir(tmp_path) if n.endswith(".snap")]
+    assert snaps == ["snapshot-00000000000000000150.snap"]
+
+
+def test_a_discarding_snapshot_then_new_entries(tmp_path):
+    with open_log(tmp_path) as log:
+        log.append([LogEntry(1, i) for i in range(1, 6)])
+        log.apply_snapshot(Snapshot(9, 3, Membership.of([1])))  # a leader's snapshot past our log
+        assert log.last_index() == 9 and log.term_at(9) == 3
+        log.append([LogEntry(3, 10, EntryKind.NORMAL, b"after")])
+    with open_log(tmp_path) as log:
+        assert log.last_index() == 10 and log.entry(10).command == b"after" and log.term_at(5) is None
+
+
+def test_hard_state_survives_reopen_and_equal_writes_cost_nothing(tmp_path):
+    io = FaultyIO()
+    with open_log(tmp_path, io=io) as log:
+        log.set_hard_state(HardState(4, 2))
+        log.sync()
+        steps = io.steps
+        log.set_hard_state(HardState(4, 2))
+        log.sync()
+        assert io.steps == steps
+    with open_log(tmp_path) as log:
+        assert log.hard_state() == HardState(4, 2)
+
+
+def test_a_second_open_is_refused_in_this_process_and_another(tmp_path):
+    log = WalLog.open(tmp_path)
+    with pytest.raises(StorageError, match="already open"):
+        WalLog.open(tmp_path)
+    code = "import sys; from raftfast.wal import WalLog\ntry:\n WalLog.open(sys.argv[1])\nexcept Exception as e:\n print(type(e).__name__, e)"
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=os.getcwd())
+    assert out.stdout.startswith("StorageError") and "already open" in out.stdout
+    log.close()
+    WalLog.open(tmp_path).close()
+
+
+def test_closed_log_refuses_calls(tmp_path):
+    log = open_log(tmp_path)
+    log.close()
+    log.close()  # closing twice is harmless
+    for call in (log.sync, log.last_index, lambda: log.term_at(0), log.hard_state):
+        with pytest.raises(StorageError, match="closed"):
+            call()
+
+
+def test_segment_size_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="segment_bytes"):
+        WalLog.open(tmp_path, segment_bytes=100)
+
+
+def test_raft_node_votes_once_per_term_across_a_crash(tmp_path):
+    """Hard-state durability as the protocol sees it: a vote granted, a crash that keeps only
+    what was synced, and the restarted node refuses a second candidate in the same term."""
+    config = RaftConfig(1, peers=(2, 3))
+    io = FaultyIO()
+    node = RaftNode(config, log=WalLog.open(tmp_path, io=io))
+    granted = [a.message for a in node.step(Event.Message(RequestVote(5, 2, 0, 0))) if isinstance(a, Action.Send)]
+    assert granted == [RequestVoteReply(5, True, 1)]
+    io.crash("drop")  # power cut right after the reply went out
+    node = RaftNode(config, log=WalLog.open(tmp_path))
+    assert node.term == 5
+    replies = [a.message for a in node.step(Event.Message(RequestVote(5, 3, 0, 0))) if isinstance(a, Action.Send)]
+    assert replies == [RequestVoteReply(5, False, 1)]
+    node.log.close()
+
+
+def test_raft_node_runs_on_a_wallog_and_recovers_its_log(tmp_path):
+    config = RaftConfig.single(1)
+    node = RaftNode(config, log=WalLog.open(tmp_path))
+    for _ in range(50):
+        node.step(Event.Tick())
+        if node.is_leader():
+            break
+    assert node.is_leader()
+    applied = []
+    for i in range(20):
+        applied += [a.command for a in node.step(Event.Propose(b"cmd%d" % i)) if isinstance(a, Action.Apply)]
+    assert applied == [b"cmd%d" % i for i in range(20)]
+    term, last = node.term, node.log.last_index()
+    node.log.close()
+    restarted = RaftNode(config, log=WalLog.open(tmp_path))
+    assert restarted.term == term and restarted.log.last_index() == last
+    assert [e.command for e in restarted.log.entries(last - 19, last)] == [b"cmd%d" % i for i in range(20)]
+    restarted.log.close()
+
+
+def test_names_are_stable(tmp_path):
+    with open_log(tmp_path):
+        pass
+    assert segments(tmp_path) == [segment_name(1)]
