@@ -7,6 +7,7 @@ compiled leg of CI really has them.
 from __future__ import annotations
 
 import importlib
+from array import array
 
 import pytest
 from hypothesis import given, settings
@@ -65,6 +66,7 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("append"), st.integers(0, 3), st.lists(st.binary(max_size=12), max_size=6), st.sampled_from(list(EntryKind))),
         st.tuples(st.just("batch_append"), st.integers(0, 3), st.lists(st.binary(max_size=12), max_size=6)),
+        st.tuples(st.just("raw_append"), st.integers(0, 3), st.lists(st.binary(max_size=12), max_size=6)),
         st.tuples(st.just("truncate"), st.integers(0, 40)),
         st.tuples(st.just("compact"), st.integers(0, 40), st.booleans()),
     ),
@@ -78,13 +80,15 @@ operations = st.lists(
 def test_entry_log_matches_naive_reference(twin, ops, probes):
     log, ref = twin.EntryLog(), NaiveLog()
     for op in ops:
-        if op[0] in ("append", "batch_append"):
+        if op[0] in ("append", "batch_append", "raw_append"):
             term = ref.last_term() + op[1]
             first = ref.last_index() + 1
             kind = op[3] if op[0] == "append" else EntryKind.NORMAL
             new = [LogEntry(term, first + k, kind, c) for k, c in enumerate(op[2])]
             if op[0] == "append":
                 log.append(new)
+            elif op[0] == "raw_append":
+                log.extend_raw(array("q", [term] * len(new)), bytes(len(new)), list(op[2]))
             else:
                 log.append(twin.EntryBatch(first, [term] * len(new), bytes(len(new)), list(op[2])))
             ref.entries += new

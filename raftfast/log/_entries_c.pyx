@@ -333,6 +333,35 @@ cdef class EntryLog:
         self._bytes += added
         return self._offset + self._n
 
+    def extend_raw(self, terms, kinds, commands):
+        """Bulk-append entries the caller has already validated (a WAL replaying its records):
+        terms non-decreasing and not below `last_term()`, kinds valid, commands bytes."""
+        cdef Py_ssize_t n = len(commands), i
+        cdef const int64_t[:] view
+        cdef const unsigned char[:] kind_view
+        cdef int64_t added = 0
+        if not len(terms) == len(kinds) == n:
+            raise ValueError("extend_raw: terms, kinds and commands differ in length")
+        if n == 0:
+            return
+        self._reserve(self._n + n)
+        kind_view = kinds
+        try:
+            view = terms
+        except (TypeError, ValueError):
+            for i in range(n):
+                self._terms[self._n + i] = terms[i]
+        else:
+            for i in range(n):
+                self._terms[self._n + i] = view[i]
+        for i in range(n):
+            self._kinds[self._n + i] = kind_view[i]
+        for command in commands:
+            added += len(<bytes>command)
+        self._commands.extend(commands)
+        self._n += n
+        self._bytes += added
+
     cpdef truncate(self, int64_t from_index):
         """Drop entries at or after `from_index` (> offset)."""
         cdef Py_ssize_t i
