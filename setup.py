@@ -1,4 +1,7 @@
-"""Builds the Cython kernels (`raftfast/**/_*_c.pyx`).
+"""Builds the Cython kernels (`raftfast/**/_*_c.pyx`) and the compiled protocol module.
+
+`raftfast._node_c` is `raftfast/_node_py.py` compiled as-is, with `raftfast/_node_c.pxd`
+declaring RaftNode's attributes: one source serves both builds.
 
 `RAFTFAST_NO_EXTENSIONS=1` skips them (pure-Python install). Otherwise a kernel that fails to
 compile fails the install: a silent fallback to slow code is worse than a loud error.
@@ -23,26 +26,22 @@ def extensions():
     from Cython.Build import cythonize
     from setuptools import Extension
 
+    # Safe defaults (bounds checks, negative indexes): _node_py.py is ordinary Python and
+    # must behave as such when compiled. Kernels turn checks off locally where they index
+    # C arrays they have bounded themselves.
     directives = {
         "language_level": 3,
-        "boundscheck": DEBUG,
-        "wraparound": DEBUG,
-        "cdivision": not DEBUG,
-        "initializedcheck": DEBUG,
-        "overflowcheck": DEBUG,
         "embedsignature": True,
+        "overflowcheck": DEBUG,
         "linetrace": DEBUG,
     }
     macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
     compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+    targets = [(source[:-4].replace(os.sep, "."), source) for source in sources]
+    targets.append(("raftfast._node_c", "raftfast/_node_py.py"))
     modules = [
-        Extension(
-            source[:-4].replace(os.sep, "."),
-            [source],
-            define_macros=macros,
-            extra_compile_args=compile_args,
-        )
-        for source in sources
+        Extension(name, [source], define_macros=macros, extra_compile_args=compile_args)
+        for name, source in targets
     ]
     return cythonize(modules, compiler_directives=directives, annotate=ANNOTATE)
 

@@ -1,75 +1,15 @@
-"""Outputs of `RaftNode.step`: carry them out in the order returned; ignore unknown kinds."""
+"""Outputs of `RaftNode.step`: carry them out in the order returned; ignore unknown kinds.
 
-from __future__ import annotations
+`Action.Apply` and friends are compiled dataclasses in the compiled build (one is built per
+committed entry, so their construction cost is on the hot path) and plain dataclasses in the
+pure build; both have the same fields, defaults, equality and repr.
+"""
 
-from dataclasses import dataclass
-from typing import Hashable, Optional, Tuple
+from . import _selection
 
-from .messages import Message
-from .types import Index, NodeId, Term
+if _selection.USE_EXTENSIONS:
+    from ._actions_c import Action
+else:
+    from ._actions_py import Action
 
-
-class Action:
-    """Namespace of action classes: `Action.Send`, `Action.Apply`, ..."""
-
-    __slots__ = ()
-
-    @dataclass(slots=True)
-    class Send:
-        """Deliver `message` to `to`; everything it depends on is already durable."""
-
-        to: NodeId
-        message: Message
-
-    @dataclass(slots=True)
-    class Apply:
-        """Apply a committed NORMAL entry; indexes strictly increase, each once."""
-
-        index: Index
-        term: Term
-        command: bytes
-
-    @dataclass(slots=True)
-    class Snapshot:
-        """Hint: serialise the state machine through `index`, answer with `Event.Snapshot`."""
-
-        index: Index
-        term: Term
-
-    @dataclass(slots=True)
-    class RestoreSnapshot:
-        """Replace the state machine with a leader's snapshot."""
-
-        index: Index
-        term: Term
-        data: bytes
-
-    @dataclass(slots=True)
-    class MembershipChanged:
-        members: Tuple[NodeId, ...]
-        learners: Tuple[NodeId, ...] = ()
-
-    @dataclass(slots=True)
-    class ReadReady:
-        """The read may be served now: `last_applied >= index` already holds."""
-
-        request_id: Hashable
-        index: Index
-
-    @dataclass(slots=True)
-    class ReadFailed:
-        """The read could not be confirmed; retry at `leader` (None when unknown)."""
-
-        request_id: Hashable
-        leader: Optional[NodeId]
-
-    @dataclass(slots=True)
-    class Rejected:
-        """Beyond raft-io: `step_many` reports an event that `step` would have raised for.
-
-        `error` is the `RaftError` (`NotLeaderError`, `ConfigInProgressError`, ...) and `event`
-        the event it refused; nothing else in the batch is affected.
-        """
-
-        event: object
-        error: Exception
+__all__ = ["Action"]

@@ -189,6 +189,23 @@ class EntryLog:
         a, b = lo - offset - 1, hi - offset
         return self._terms[a:b].tolist(), bytes(self._kinds[a:b]), self._commands[a:b]
 
+    def collect_applies(self, lo: int, hi: int, out: list, factory) -> None:
+        """Append `factory(index, term, command)` to `out` for each NORMAL entry in lo..hi:
+        the apply path, without building LogEntry objects."""
+        offset = self._offset
+        if hi < lo:
+            return
+        if lo <= offset or hi > offset + len(self._commands):
+            raise IndexError(f"entries {lo}..{hi} are outside the log ({offset + 1}..{self.last_index()})")
+        a = lo - offset - 1
+        b = hi - offset
+        index = lo - 1
+        append = out.append
+        for term, kind, command in zip(self._terms[a:b], self._kinds[a:b], self._commands[a:b]):
+            index += 1
+            if kind == 0:
+                append(factory(index, term, command))
+
     # -- writes ----------------------------------------------------------------------------
 
     def append(self, entries: Sequence[LogEntry]) -> None:

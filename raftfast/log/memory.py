@@ -37,6 +37,9 @@ class MemoryLog:
     def slices(self, lo: int, hi: int):
         return self._entries.slices(lo, hi)
 
+    def collect_applies(self, lo: int, hi: int, out: list, factory) -> None:
+        self._entries.collect_applies(lo, hi, out, factory)
+
     def append(self, entries: Sequence[LogEntry]) -> None:
         self._entries.append(entries)
 

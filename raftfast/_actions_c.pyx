@@ -1,0 +1,110 @@
+# cython: language_level=3
+"""Compiled action classes (the twin of `_actions_py`): outputs of `RaftNode.step`.
+
+Extension-type dataclasses: the same fields, defaults, equality (and so no hash) as the pure
+twin, and the same repr, but built in C, since the node makes one `Apply` per committed entry.
+"""
+
+cimport cython
+
+
+@cython.dataclasses.dataclass(repr=False)
+cdef class Send:
+    """Deliver `message` to `to`; everything it depends on is already durable."""
+
+    to: object
+    message: object
+
+    def __repr__(self):
+        return f"Action.Send(to={self.to!r}, message={self.message!r})"
+
+
+@cython.dataclasses.dataclass(repr=False)
+cdef class Apply:
+    """Apply a committed NORMAL entry; indexes strictly increase, each once."""
+
+    index: object
+    term: object
+    command: object
+
+    def __repr__(self):
+        return f"Action.Apply(index={self.index!r}, term={self.term!r}, command={self.command!r})"
+
+
+@cython.dataclasses.dataclass(repr=False)
+cdef class Snapshot:
+    """Hint: serialise the state machine through `index`, answer with `Event.Snapshot`."""
+
+    index: object
+    term: object
+
+    def __repr__(self):
+        return f"Action.Snapshot(index={self.index!r}, term={self.term!r})"
+
+
+@cython.dataclasses.dataclass(repr=False)
+cdef class RestoreSnapshot:
+    """Replace the state machine with a leader's snapshot."""
+
+    index: object
+    term: object
+    data: object
+
+    def __repr__(self):
+        return f"Action.RestoreSnapshot(index={self.index!r}, term={self.term!r}, data={self.data!r})"
+
+
+@cython.dataclasses.dataclass(repr=False)
+cdef class MembershipChanged:
+    members: object
+    learners: object = ()
+
+    def __repr__(self):
+        return f"Action.MembershipChanged(members={self.members!r}, learners={self.learners!r})"
+
+
+@cython.dataclasses.dataclass(repr=False)
+cdef class ReadReady:
+    """The read may be served now: `last_applied >= index` already holds."""
+
+    request_id: object
+    index: object
+
+    def __repr__(self):
+        return f"Action.ReadReady(request_id={self.request_id!r}, index={self.index!r})"
+
+
+@cython.dataclasses.dataclass(repr=False)
+cdef class ReadFailed:
+    """The read could not be confirmed; retry at `leader` (None when unknown)."""
+
+    request_id: object
+    leader: object
+
+    def __repr__(self):
+        return f"Action.ReadFailed(request_id={self.request_id!r}, leader={self.leader!r})"
+
+
+@cython.dataclasses.dataclass(repr=False)
+cdef class Rejected:
+    """Beyond raft-io: `step_many` reports an event that `step` would have raised for."""
+
+    event: object
+    error: object
+
+    def __repr__(self):
+        return f"Action.Rejected(event={self.event!r}, error={self.error!r})"
+
+
+class Action:
+    """Namespace of action classes: `Action.Send`, `Action.Apply`, ..."""
+
+    __slots__ = ()
+    Send = Send
+    Apply = Apply
+    Snapshot = Snapshot
+    RestoreSnapshot = RestoreSnapshot
+    MembershipChanged = MembershipChanged
+    ReadReady = ReadReady
+    ReadFailed = ReadFailed
+    Rejected = Rejected
