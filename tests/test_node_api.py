@@ -89,8 +89,8 @@ def steady_leader(size=3, **kwargs):
     """Node 1 of {1..size} on a CountingLog, leader, with every peer in steady replication."""
     log = CountingLog()
     node = RaftNode(RaftConfig(1, range(1, size + 1), **kwargs), log)
-    out = make_leader(node, list(range(2, size // 2 + 2)))
-    out = node.step_many([msg(AppendEntriesReply(node.term, True, p, node.log.last_index())) for p in range(2, size + 1)])
+    make_leader(node, list(range(2, size // 2 + 2)))
+    node.step_many([msg(AppendEntriesReply(node.term, True, p, node.log.last_index())) for p in range(2, size + 1)])
     return node, log
 
 
@@ -300,6 +300,7 @@ def test_recovery_from_a_log():
     assert node.members == (1, 2, 3, 4, 5)
     assert node.commit_index == node.last_applied == 5
     assert node.log.snapshot().data == b"app state"
+    assert node.step(Event.Tick()) == []  # nothing replayed: no Apply, no MembershipChanged
     # the vote survives: a different candidate in term 3 is refused
     out = node.step(msg(RequestVote(3, 4, 100, 3, force=True)))
     assert [m.vote_granted for m in sends(out)] == [False]

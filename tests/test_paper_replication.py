@@ -10,13 +10,8 @@ from raftfast import (
     AppendEntriesReply,
     EntryKind,
     Event,
-    HardState,
     LogEntry,
-    MemoryLog,
-    RaftConfig,
     RaftError,
-    RaftNode,
-    Role,
 )
 from raftharness import (
     Network,

@@ -6,7 +6,6 @@ import pytest
 
 from raftfast import (
     Action,
-    AppendEntries,
     ConfigInProgressError,
     Event,
     NotLeaderError,
