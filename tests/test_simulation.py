@@ -73,7 +73,7 @@ def test_the_driver_exercises_every_feature():
         for key, value in run_random(seed, STEPS, nodes_for(seed, None)).stats.items():
             totals[key] = totals.get(key, 0) + value
     for key in ("step", "step_many", "refused", "applied", "reads", "read_failed", "snapshots",
-                "restores", "membership_changed", "crashes", "changes"):  # fmt: skip
+                "restores", "membership_changed", "crashes", "pauses", "changes"):  # fmt: skip
         assert totals[key] > 0, (key, totals)
 
 

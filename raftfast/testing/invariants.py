@@ -85,6 +85,7 @@ class InvariantChecker:
         self.step = 0
         self.tick: Optional[int] = None
         self._leaders: Dict[Term, NodeId] = {}
+        self._last_leader_term: Term = 0
         self._lead: Dict[NodeId, _Leadership] = {}
         # Log matching: per node, the terms of its log by index (None below a snapshot), and
         # every entry ever seen: (index, term) -> (predecessor term, kind, command).
@@ -135,6 +136,11 @@ class InvariantChecker:
         self._reads[request_id] = len(self._committed) - 1
 
     @property
+    def last_leader_term(self) -> Term:
+        """The highest term in which any node has been seen leading (0 before any leader)."""
+        return self._last_leader_term
+
+    @property
     def max_commit(self) -> Index:
         """The highest commit index any node has reported."""
         return len(self._committed) - 1
@@ -172,6 +178,7 @@ class InvariantChecker:
             holder = self._leaders.setdefault(node.term, nid)
             if holder != nid:
                 self._fail("election safety", f"nodes {holder} and {nid} both led term {node.term}")
+            self._last_leader_term = max(self._last_leader_term, node.term)
         # Logs that count their writes (SimLog) let an unchanged log skip the walk.
         writes = getattr(node.log, "writes", None)
         changed = writes is None or writes != self._writes.get(nid)

@@ -39,7 +39,7 @@ _MEMBERSHIP_EVENTS = (Event.AddServer, Event.AddLearner)
 _NODE_EVENTS = (Event.Tick, Event.Message, Event.Snapshot)
 _STATS = (
     "step", "step_many", "refused", "applied", "reads", "read_failed", "snapshots", "restores",
-    "membership_changed", "crashes", "changes",
+    "membership_changed", "crashes", "pauses", "changes",
 )  # fmt: skip
 
 
@@ -94,6 +94,7 @@ class Faults:
     heal: float = 0.04
     crash: float = 0.01
     restart: float = 0.08
+    pause: float = 0.01
 
 
 class Cluster:
@@ -146,8 +147,11 @@ class Cluster:
         self.logs: Dict[NodeId, object] = {}
         self.down: Set[NodeId] = set()
         self.gone: Set[NodeId] = set()
-        self._joined: Set[NodeId] = set()
+        self._joined: Set[NodeId] = set()  # nodes started with join=True
+        self._joining: Set[NodeId] = set()  # joiners whose AddServer/AddLearner is still queued
         self._inbox: Dict[NodeId, List[object]] = {}
+        self._paused: Dict[NodeId, int] = {}  # node -> last tick of its pause
+        self._held: Dict[NodeId, List[object]] = {}  # messages that reached a paused node
         self._next_id = n + 1
         self._counter = 0
         self.applied: Dict[bytes, int] = {}  # command -> index, first time any node applied it
@@ -177,10 +181,21 @@ class Cluster:
         """Stop `nid`, losing everything it had not synced and its queued events."""
         if nid in self.nodes:
             del self.nodes[nid], self.apps[nid]
-            self._inbox.pop(nid, None)
+            for event in self._inbox.pop(nid, ()):
+                if type(event) in _MEMBERSHIP_EVENTS:  # lost: that joiner will never be added
+                    self._joining.discard(event.node_id)  # type: ignore[attr-defined]
+            self._held.pop(nid, None)
+            self._paused.pop(nid, None)
             self.checker.crashed(nid)
             self.down.add(nid)
             self.stats["crashes"] += 1
+
+    def pause(self, nid: NodeId, ticks: int) -> None:
+        """Freeze `nid` for `ticks` ticks (a stalled process): it neither ticks nor handles
+        messages, which wait for it; then it resumes with everything that arrived meanwhile."""
+        if nid in self.nodes:
+            self._paused[nid] = self.now + ticks
+            self.stats["pauses"] += 1
 
     def restart(self, nid: NodeId) -> None:
         if nid in self.down:
@@ -197,6 +212,7 @@ class Cluster:
         nid = self._next_id
         self._next_id += 1
         self._joined.add(nid)
+        self._joining.add(nid)
         self._start(nid)
         return nid
 
@@ -280,25 +296,26 @@ class Cluster:
         for nid in order:
             if nid not in self.nodes:  # retired during this tick
                 continue
-            events = due.get(nid, [])
+            if self._paused.get(nid, 0) >= self.now:
+                self._held.setdefault(nid, []).extend(due.get(nid, ()))
+                continue
+            events = self._held.pop(nid, [])
+            events.extend(due.get(nid, ()))
             events.extend(self._inbox.pop(nid, ()))
             events.insert(self.rng.randrange(len(events) + 1), Event.Tick())
             self._turn(self.nodes[nid], events)
 
     def _turn(self, node: RaftNode, events: List[object]) -> None:
-        checker = self.checker
-        checker.tick = self.now
+        self.checker.tick = self.now
         if self.rng.random() < self.batch:
             for event in events:
-                if type(event) is Event.Read:
-                    checker.read_issued(event.request_id)
+                self._stepping(event)
             self.stats["step_many"] += 1
             self._carry_out(node, node.step_many(events))
             return
         self.stats["step"] += len(events)
         for event in events:
-            if type(event) is Event.Read:
-                checker.read_issued(event.request_id)
+            self._stepping(event)
             try:
                 actions = node.step(event)
             except RaftError as error:
@@ -308,6 +325,14 @@ class Cluster:
                 self._refused(event)
                 actions = []
             self._carry_out(node, actions)
+
+    def _stepping(self, event: object) -> None:
+        """Bookkeeping for a client event about to be stepped."""
+        kind = type(event)
+        if kind is Event.Read:
+            self.checker.read_issued(event.request_id)  # type: ignore[attr-defined]
+        elif kind in _MEMBERSHIP_EVENTS:
+            self._joining.discard(event.node_id)  # type: ignore[attr-defined]
 
     def _carry_out(self, node: RaftNode, actions: List[object]) -> None:
         """Do what the actions say, in order, then check the invariants."""
@@ -378,6 +403,8 @@ class Cluster:
             self.heal()
         if self.nodes and rng.random() < faults.crash:
             self.crash(rng.choice(sorted(self.nodes)))
+        if self.nodes and rng.random() < faults.pause:
+            self.pause(rng.choice(sorted(self.nodes)), rng.randint(1, 30))
         for nid in sorted(self.down):
             if rng.random() < faults.restart:
                 self.restart(nid)
@@ -417,28 +444,39 @@ class Cluster:
         else:
             self.submit(leader.id, Event.RemoveServer(rng.choice(leader.members)))
 
+    def authoritative(self, leader: RaftNode) -> bool:
+        """True when `leader`'s configuration is the cluster's for good: it is the newest
+        leader ever, has committed an entry of its own term (so every later leader's log
+        extends its commit) and has no configuration change pending."""
+        return (
+            leader.term == self.checker.last_leader_term
+            and leader.log.term_at(leader.commit_index) == leader.term
+            and config_committed(leader)
+        )
+
     def retire_removed(self, leader: RaftNode) -> None:
-        """Decommission every node outside the leader's configuration once that configuration
-        is committed: those nodes were removed, or their addition was lost."""
-        if not config_committed(leader):
+        """Decommission the nodes that no configuration will ever include again: those outside
+        an authoritative leader's configuration, except joiners whose addition is queued."""
+        if not self.authoritative(leader):
             return
-        members = set(leader.members) | set(leader.learners)
+        keep = set(leader.members) | set(leader.learners) | self._joining
         for nid in sorted(self.nodes.keys() | self.down):
-            if nid not in members:
+            if nid not in keep:
                 self._retire(nid)
 
     # -- liveness --------------------------------------------------------------------------
 
     def settle(self, budget: int = 300) -> RaftNode:
-        """Heal, restart every crashed node, and run until a leader's configuration is
-        committed and every voter has caught up with its commit index; raises LivenessFailure
-        if that takes more than `budget` ticks."""
+        """Heal, resume and restart every node, and run until a leader is authoritative and
+        every voter has caught up with its commit index; raises LivenessFailure if that takes
+        more than `budget` ticks."""
         self.heal()
+        self._paused.clear()
         for nid in sorted(self.down):
             self.restart(nid)
         for _ in range(budget):
             leader = self.leader()
-            if leader is not None and config_committed(leader):
+            if leader is not None and self.authoritative(leader):
                 self.retire_removed(leader)
                 commit = leader.commit_index
                 voters = [self.nodes.get(v) for v in leader.members]
