@@ -1,7 +1,9 @@
 """The wire codec: round trips, golden bytes, garbage handling, allocation bounds, framing.
 
-Every test runs against each codec twin that is importable (the pure one always), and checks
-that `raftfast.framing` exposes the twin `raftfast._selection` picked.
+Every test runs against both codec twins, imported directly (the compiled one is skipped, with
+a reason, only when it was not built and the pure build is live), and checks that
+`raftfast.framing` exposes the twin `raftfast._selection` picked. The differential tests at the
+end require the twins to agree byte for byte and error for error.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import struct
 import time
 import tracemalloc
 from types import ModuleType
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +22,8 @@ from hypothesis import strategies as st
 from raftfast import _selection, framing
 from raftfast.codec import _format
 from raftfast.errors import EncodingError
+from raftfast.log import _entries_py
+from raftfast.log._entries import EntryBatch
 from raftfast.messages import (
     MESSAGE_TYPES,
     AppendEntries,
@@ -40,20 +44,27 @@ from raftfast.types import EntryKind, LogEntry, Membership, Snapshot
 MAX = (1 << 63) - 1
 
 
-def _twins() -> List[ModuleType]:
-    twins = [importlib.import_module("raftfast.codec._codec_py")]
-    try:
-        twins.append(importlib.import_module("raftfast.codec._codec_c"))
-    except ImportError:
-        pass
-    return twins
+PURE = importlib.import_module("raftfast.codec._codec_py")
+try:
+    COMPILED: Optional[ModuleType] = importlib.import_module("raftfast.codec._codec_c")
+except ImportError:
+    if _selection.USE_EXTENSIONS:
+        raise  # a compiled build must have the compiled codec: fail loudly, never skip
+    COMPILED = None
+_NOT_BUILT = "raftfast.codec._codec_c is not built (pure build)"
 
+TWINS = [
+    pytest.param(PURE, id="_codec_py"),
+    pytest.param(COMPILED, id="_codec_c", marks=pytest.mark.skipif(COMPILED is None, reason=_NOT_BUILT)),
+]
 
-TWINS = _twins()
+# Both EntryBatch twins: the live one (what decode returns) and the pure one, which encode
+# must read just as well.
+BATCH_TYPES = [EntryBatch] + ([_entries_py.EntryBatch] if _entries_py.EntryBatch is not EntryBatch else [])
 
 
 # Module scope, so hypothesis tests may use it (a function-scoped fixture is not reset per example).
-@pytest.fixture(scope="module", params=TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.fixture(scope="module", params=TWINS)
 def codec(request: pytest.FixtureRequest) -> ModuleType:
     return request.param
 
@@ -75,11 +86,28 @@ num = st.one_of(small, u63)  # mostly small values, as on a real wire, and the e
 commands = st.binary(max_size=40)
 
 
+def as_batch(entries: Sequence[LogEntry], prev: int, batch_type: Any = EntryBatch) -> Any:
+    """The same entries as an EntryBatch; an empty one after index 2**63-1 starts at MAX, as
+    decode gives it (EntryBatch holds an int64)."""
+    return batch_type(
+        min(prev + 1, MAX),
+        [e.term for e in entries],
+        bytes(int(e.kind) for e in entries),
+        [e.command for e in entries],
+    )
+
+
 @st.composite
 def append_entries(draw: st.DrawFn) -> AppendEntries:
     rows = draw(st.lists(st.tuples(num, st.sampled_from(list(EntryKind)), commands), max_size=8))
     prev = draw(st.one_of(small, st.integers(0, MAX - len(rows))))
-    entries = [LogEntry(t, prev + 1 + i, k, c) for i, (t, k, c) in enumerate(rows)]
+    entries: Sequence[LogEntry] = [LogEntry(t, prev + 1 + i, k, c) for i, (t, k, c) in enumerate(rows)]
+    # As the node sends them (an EntryBatch from the log) or as any sequence of LogEntry.
+    shape = draw(st.sampled_from(["list", "tuple"] + BATCH_TYPES))
+    if shape == "tuple":
+        entries = tuple(entries)
+    elif shape != "list":
+        entries = as_batch(entries, prev, shape)
     return AppendEntries(draw(num), draw(ids), prev, draw(num), entries, draw(num))
 
 
@@ -153,9 +181,20 @@ def test_round_trip(codec: ModuleType, cls: type, data: st.DataObject) -> None:
 
 def test_decoded_fields_have_exact_types(codec: ModuleType) -> None:
     ae = codec.decode(codec.encode(CORPUS[5]))
-    assert type(ae.entries) is list
+    # Entries decode into the live EntryBatch: columns, not one LogEntry per entry.
+    assert type(ae.entries) is EntryBatch
+    batch = ae.entries
+    assert (batch.first_index, batch.terms, batch.kinds) == (4, [6, 7, 7], bytes([0, 2, 1]))
+    assert type(batch.terms) is list and all(type(t) is int for t in batch.terms)
+    assert type(batch.kinds) is bytes
+    assert batch.commands == [e.command for e in CORPUS[5].entries]
+    assert all(type(c) is bytes for c in batch.commands)
+    assert list(ae.entries) == list(CORPUS[5].entries)
+    assert [type(e) for e in ae.entries] == [LogEntry] * 3
     assert [type(e.kind) for e in ae.entries] == [EntryKind] * 3
     assert all(type(e.command) is bytes for e in ae.entries)
+    empty = codec.decode(codec.encode(AppendEntries(1, 1, 9, 1, [], 0))).entries
+    assert type(empty) is EntryBatch and len(empty) == 0 and empty.first_index == 10
     reply = codec.decode(codec.encode(PreVoteReply(1, True, 2)))
     assert reply.vote_granted is True
     snap = codec.decode(codec.encode(CORPUS[7])).snapshot
@@ -179,6 +218,22 @@ def test_encode_accepts_bytes_like_payloads(codec: ModuleType) -> None:
     entries = CORPUS[5].entries
     ae = AppendEntries(1, 1, 3, 0, tuple(entries), 0)
     assert codec.encode(ae) == codec.encode(AppendEntries(1, 1, 3, 0, list(entries), 0))
+    # ... and an EntryBatch (either twin's) gives the same bytes as its entries.
+    expected = codec.encode(CORPUS[5])
+    for batch_type in BATCH_TYPES:
+        batch = as_batch(entries, 3, batch_type)
+        assert codec.encode(AppendEntries(7, 1, 3, 6, batch, 4)) == expected
+        assert codec.encode(AppendEntries(7, 1, 3, 6, list(batch), 4)) == expected
+        assert codec.encode_frame(AppendEntries(7, 1, 3, 6, batch, 4))[4:] == expected
+        # A decoded batch re-encodes as it came.
+        assert codec.encode(codec.decode(expected)) == expected
+        # Bytes-like commands in a batch are accepted, and the batch is left as it was.
+        loose = batch_type(4, [6, 7], bytes([0, 2]), [bytearray(b"ab"), memoryview(b"cd")])
+        decoded = codec.decode(codec.encode(AppendEntries(7, 1, 3, 6, loose, 4)))
+        assert [e.command for e in decoded.entries] == [b"ab", b"cd"]
+        assert type(loose.commands[0]) is bytearray
+        # An empty batch's first index is not sent.
+        assert codec.encode(_ae(batch_type(99, [], b"", []), prev=3)) == codec.encode(_ae([], prev=3))
 
 
 def test_extremes_round_trip(codec: ModuleType) -> None:
@@ -392,6 +447,12 @@ class NotAMessage(PreVote):
     pass
 
 
+def _skewed(batch: Any) -> Any:
+    """A batch whose columns were made to differ in length after construction."""
+    batch.terms.append(1)
+    return batch
+
+
 BAD_MESSAGES: List[Callable[[], object]] = [
     lambda: None,
     lambda: object(),
@@ -420,6 +481,24 @@ BAD_MESSAGES: List[Callable[[], object]] = [
     lambda: _ae([(1, 1, 0, b"")]),
     lambda: _ae(None),
     lambda: _ae([LogEntry(1, MAX + 1, EntryKind.NORMAL, b"")], prev=MAX),
+    # The same rules for an EntryBatch, read column by column.
+    *[
+        make
+        for batch_type in BATCH_TYPES
+        for make in [
+            lambda b=batch_type: _ae(b(2, [1], b"\x00", [b""])),  # first index must be prev + 1
+            lambda b=batch_type: _ae(b(1, [-1], b"\x00", [b""])),
+            lambda b=batch_type: _ae(b(1, [1 << 63], b"\x00", [b""])),
+            lambda b=batch_type: _ae(b(1, [1, 1], b"\x00\x03", [b"", b""])),  # unknown kind
+            lambda b=batch_type: _ae(b(1, [1, 1.5], b"\x00\x00", [b"", b""])),
+            lambda b=batch_type: _ae(b(1, [1, "1"], b"\x00\x00", [b"", b""])),
+            lambda b=batch_type: _ae(b(1, [1], b"\x00", ["text"])),
+            lambda b=batch_type: _ae(b(1, [1], b"\x00", [None])),
+            lambda b=batch_type: _ae(b(MAX + 1, [1], b"\x00", [b""]), prev=MAX)
+            if b is _entries_py.EntryBatch else _ae(b(MAX, [1], b"\x00", [b""]), prev=MAX),
+            lambda b=batch_type: _ae(_skewed(b(1, [1, 1], b"\x00\x00", [b"", b""]))),
+        ]
+    ],
     lambda: _snap(Membership((2, 1))),
     lambda: _snap(Membership((1, 1))),
     lambda: _snap(Membership((1, 2), (2,))),
@@ -515,3 +594,129 @@ def test_frame_reader_large_frame_in_small_chunks(codec: ModuleType) -> None:
     for i in range(0, len(stream), 997):
         payloads += reader.feed(stream[i : i + 997])
     assert [codec.decode(p) for p in payloads] == [message]
+
+
+# -- differential: the two twins agree byte for byte and error for error ---------------------------
+
+needs_compiled = pytest.mark.skipif(COMPILED is None, reason=_NOT_BUILT)
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return ("ok", call())
+    except EncodingError as exc:
+        return ("EncodingError", str(exc))
+
+
+def _same_decode(data: Any) -> None:
+    """Both twins accept `data` as the same message or reject it with the same message."""
+    assert COMPILED is not None
+    pure, compiled = _outcome(lambda: PURE.decode(data)), _outcome(lambda: COMPILED.decode(data))
+    assert pure[0] == compiled[0], (data, pure, compiled)
+    if pure[0] == "ok":
+        assert type(pure[1]) is type(compiled[1]) and pure[1] == compiled[1]
+        assert PURE.encode(pure[1]) == COMPILED.encode(compiled[1]) == bytes(data)
+    else:
+        assert pure[1] == compiled[1], data
+
+
+@needs_compiled
+@settings(max_examples=500)
+@given(message=messages, limit=st.integers(2, 200))
+def test_twins_encode_identical_bytes(message: Message, limit: int) -> None:
+    assert COMPILED is not None
+    encoded = PURE.encode(message)
+    assert COMPILED.encode(message) == encoded
+    assert COMPILED.encode_frame(message) == PURE.encode_frame(message) == struct.pack("<I", len(encoded)) + encoded
+    # The same frame limit decision, with the same message.
+    assert _outcome(lambda: PURE.encode_frame(message, limit)) == _outcome(
+        lambda: COMPILED.encode_frame(message, limit)
+    )
+    _same_decode(encoded)
+
+
+@needs_compiled
+@settings(max_examples=500)
+@given(data=st.one_of(st.binary(max_size=120), st.builds(lambda c, b: bytes([1, c]) + b, st.integers(0, 13), st.binary(max_size=120))))
+def test_twins_reject_garbage_alike(data: bytes) -> None:
+    _same_decode(data)
+    _same_decode(bytearray(data))
+    _same_decode(memoryview(b"x" + data)[1:])
+
+
+@needs_compiled
+@settings(max_examples=300)
+@given(message=messages, data=st.data())
+def test_twins_agree_on_mutated_and_cut_messages(message: Message, data: st.DataObject) -> None:
+    encoded = bytearray(PURE.encode(message))
+    for _ in range(3):
+        encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
+        _same_decode(bytes(encoded))
+    _same_decode(bytes(encoded[: data.draw(st.integers(0, len(encoded)))]))
+
+
+@needs_compiled
+def test_twins_agree_on_every_single_byte_mutation() -> None:
+    for message in CORPUS:
+        encoded = bytearray(PURE.encode(message))
+        for position in range(len(encoded)):
+            original = encoded[position]
+            for value in range(256):
+                encoded[position] = value
+                _same_decode(bytes(encoded))
+            encoded[position] = original
+
+
+@needs_compiled
+@pytest.mark.parametrize("make", BAD_MESSAGES)
+def test_twins_reject_bad_messages_alike(make: Callable[[], object]) -> None:
+    assert COMPILED is not None
+    message = make()
+    for twin in (PURE, COMPILED):
+        with pytest.raises(EncodingError):
+            twin.encode(message)
+        with pytest.raises(EncodingError):
+            twin.encode_frame(message)
+
+
+@needs_compiled
+def test_twins_report_bad_values_alike() -> None:
+    """Where the message does not quote a Python exception, the twins' words are the same."""
+    assert COMPILED is not None
+    for make in BAD_MESSAGES:
+        message = make()
+        pure, compiled = _outcome(lambda: PURE.encode(message)), _outcome(lambda: COMPILED.encode(message))
+        assert pure[0] == compiled[0] == "EncodingError"
+        if "must" in pure[1] or "exceeds" in pure[1] or "not a raftfast message" in pure[1]:
+            assert pure[1] == compiled[1]
+
+
+@needs_compiled
+@settings(max_examples=200)
+@given(
+    batch=st.lists(messages, max_size=5),
+    junk=st.binary(max_size=12),
+    max_frame=st.sampled_from([2, 40, 100, _format.MAX_FRAME]),
+    data=st.data(),
+)
+def test_twins_frame_readers_agree(batch: List[Message], junk: bytes, max_frame: int, data: st.DataObject) -> None:
+    """Same payloads, same errors and the same `buffered` after every chunk, garbage included."""
+    assert COMPILED is not None
+    stream = b"".join(PURE.encode_frame(m) for m in batch) + junk
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    readers = [PURE.FrameReader(max_frame), COMPILED.FrameReader(max_frame)]
+    for lo, hi in zip([0] + cuts, cuts + [len(stream)]):
+        chunk = stream[lo:hi]
+        outcomes = [_outcome(lambda r=r: r.feed(chunk)) for r in readers]
+        assert outcomes[0] == outcomes[1]
+        assert readers[0].buffered == readers[1].buffered
+    assert readers[0].max_frame == readers[1].max_frame == max_frame
+
+
+@needs_compiled
+def test_twins_frame_readers_reject_non_bytes_alike() -> None:
+    assert COMPILED is not None
+    for data in ["text", 5, None]:
+        for twin in (PURE, COMPILED):
+            with pytest.raises(TypeError, match="can't concat"):
+                twin.FrameReader().feed(data)

@@ -3,6 +3,8 @@
 The layout is docs/wire-format.md. `decode` trusts nothing: every count and length is checked
 against the bytes still unread before anything is built from it, so garbage costs at most its
 own size and raises only EncodingError. `encode` accepts exactly what `decode` can give back.
+AppendEntries entries decode into the live `EntryBatch` (columns, not one LogEntry each), and
+`encode` reads an EntryBatch's columns directly while accepting any sequence of LogEntry.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from ..messages import (
     RequestVoteReply,
     TimeoutNow,
 )
-from ..types import EntryKind, LogEntry, Membership, Snapshot
+from ..log import _entries_py
+from ..log._entries import EntryBatch
+from ..types import EntryKind, Membership, Snapshot
 from ._format import MAX_FRAME, MAX_VALUE, MESSAGE_CODES, MIN_FRAME, VERSION
 
 __all__ = ["FrameReader", "decode", "encode", "encode_frame"]
@@ -38,6 +42,11 @@ _BITS = MAX_VALUE.bit_length()
 
 _KINDS = (EntryKind.NORMAL, EntryKind.CONFIG, EntryKind.NOOP)
 _MAX_KIND = len(_KINDS) - 1
+
+# Entry batches whose columns `encode` reads directly: the live twin's (what `decode` returns
+# and the log hands out) and the pure one's, which any build can construct. Anything else is
+# taken as a sequence of LogEntry.
+_BATCH_TYPES = frozenset({EntryBatch, _entries_py.EntryBatch})
 
 # Fixed-size messages are one struct each: version, type, then the fields in declaration order
 # (u64 for terms, indexes, node ids and sequence numbers; u8 for flags).
@@ -107,6 +116,14 @@ def _enc_vote_reply(m: Union[PreVoteReply, RequestVoteReply], code: int) -> List
     return [_VOTE_REPLY.pack(VERSION, code, term, m.vote_granted, sender)]
 
 
+def _bad_entry(position: int, index: int, got_index: Any, term: Any, kind: Any) -> EncodingError:
+    return EncodingError(
+        "encode AppendEntries",
+        f"entry {position} must have index {index}, a term in 0..2**63-1 and an "
+        f"EntryKind; got index={got_index!r} term={term!r} kind={kind!r}",
+    )
+
+
 def _enc_append(m: AppendEntries, code: int) -> List[bytes]:
     term, leader, prev, prev_term, commit = (
         m.term, m.leader, m.prev_log_index, m.prev_log_term, m.leader_commit
@@ -116,27 +133,76 @@ def _enc_append(m: AppendEntries, code: int) -> List[bytes]:
             m, f"term={term!r} leader={leader!r} prev_log_index={prev!r} prev_log_term={prev_term!r} "
             f"leader_commit={commit!r}"
         )
+    entries = m.entries
     parts: List[bytes] = [b""]  # the head, once the count is known
+    if type(entries) in _BATCH_TYPES:
+        count = _enc_batch(entries, prev, parts)
+    else:
+        count = _enc_entries(entries, prev, parts)
+    if prev + count > MAX_VALUE:
+        raise EncodingError("encode AppendEntries", f"last entry index {prev + count} exceeds 2**63-1")
+    parts[0] = _APPEND_HEAD.pack(VERSION, code, term, leader, prev, prev_term, commit, count)
+    return parts
+
+
+def _enc_entries(entries: Any, prev: int, parts: List[bytes]) -> int:
+    """Any sequence of LogEntry: entry heads and commands onto `parts`; returns the count."""
     append = parts.append
     pack = _ENTRY_HEAD.pack
     index = prev
-    for entry in m.entries:
+    for entry in entries:
         index += 1
         entry_term, kind, command = entry.term, entry.kind, entry.command
         # Indexes are not sent: the receiver numbers entries from prev_log_index + 1.
         if entry.index != index or entry_term >> _BITS or not 0 <= kind <= _MAX_KIND:
-            raise EncodingError(
-                "encode AppendEntries",
-                f"entry {index - prev - 1} must have index {index}, a term in 0..2**63-1 and an "
-                f"EntryKind; got index={entry.index!r} term={entry_term!r} kind={kind!r}",
-            )
+            raise _bad_entry(index - prev - 1, index, entry.index, entry_term, kind)
         command = _as_bytes(command, "command")
         append(pack(entry_term, kind, len(command)))
         append(command)
-    if index > MAX_VALUE:
-        raise EncodingError("encode AppendEntries", f"last entry index {index} exceeds 2**63-1")
-    parts[0] = _APPEND_HEAD.pack(VERSION, code, term, leader, prev, prev_term, commit, index - prev)
-    return parts
+    return index - prev
+
+
+def _enc_batch(batch: Any, prev: int, parts: List[bytes]) -> int:
+    """An EntryBatch, read column by column: the same bytes and errors as its entries would
+    give through `_enc_entries`, without building a LogEntry per entry."""
+    terms, kinds, commands = batch.terms, batch.kinds, batch.commands
+    count = len(commands)
+    if len(terms) != count or len(kinds) != count:
+        raise EncodingError(
+            "encode AppendEntries",
+            f"EntryBatch columns differ in length: {len(terms)} terms, {len(kinds)} kinds, "
+            f"{count} commands",
+        )
+    if not count:
+        return 0
+    first = batch.first_index
+    # One pass over each column at C speed decides whether the checked loop below is needed.
+    if (
+        first != prev + 1
+        or min(terms) < 0
+        or max(terms) > MAX_VALUE
+        or max(kinds) > _MAX_KIND
+        or not all(type(command) is bytes for command in commands)
+    ):
+        commands = _checked_batch(first, terms, kinds, commands, prev)
+    pack = _ENTRY_HEAD.pack
+    extend = parts.extend
+    for entry_term, kind, command in zip(terms, kinds, commands):
+        extend((pack(entry_term, kind, len(command)), command))
+    return count
+
+
+def _checked_batch(first: Any, terms: Any, kinds: bytes, commands: Any, prev: int) -> List[bytes]:
+    """Entry by entry, in the order `_enc_entries` checks: raises for the first bad entry, or
+    returns the commands as bytes."""
+    out: List[bytes] = []
+    for position, (entry_term, kind, command) in enumerate(zip(terms, kinds, commands)):
+        index = prev + 1 + position
+        got_index = first + position
+        if got_index != index or entry_term >> _BITS or kind > _MAX_KIND:
+            raise _bad_entry(position, index, got_index, entry_term, _KINDS[kind] if kind <= _MAX_KIND else kind)
+        out.append(_as_bytes(command, "command"))
+    return out
 
 
 def _enc_append_reply(m: AppendEntriesReply, code: int) -> List[bytes]:
@@ -306,27 +372,32 @@ def _dec_append(data: bytes, cls: Type[AppendEntries]) -> AppendEntries:
         raise _malformed(cls, f"{count} entries cannot fit in {end - offset} bytes")
     if prev + count > MAX_VALUE:
         raise _malformed(cls, f"{count} entries after index {prev} run past 2**63-1")
-    entries: List[LogEntry] = []
-    append = entries.append
+    terms: List[int] = []
+    kinds = bytearray(count)
+    commands: List[bytes] = []
+    add_term = terms.append
+    add_command = commands.append
     unpack = _ENTRY_HEAD.unpack_from
     head = _ENTRY_HEAD.size
-    kinds = _KINDS
-    index = prev
-    for _ in range(count):
+    for i in range(count):
         entry_term, kind, size = unpack(data, offset)
         spare -= size
         if spare < 0 or entry_term >> _BITS or kind > _MAX_KIND:
             raise _malformed(
                 cls,
-                f"entry {index - prev}: command overruns the message, term above 2**63-1 or unknown kind",
+                f"entry {i}: command overruns the message, term above 2**63-1 or unknown kind",
             )
-        index += 1
         offset += head
         stop = offset + size
-        append(LogEntry(entry_term, index, kinds[kind], data[offset:stop]))
+        add_term(entry_term)
+        kinds[i] = kind
+        add_command(data[offset:stop])
         offset = stop
     if spare:
         raise _malformed(cls, f"{spare} trailing bytes")
+    # Entries are numbered from prev + 1. An empty batch after the last possible index says
+    # MAX_VALUE, which EntryBatch (an int64 in the compiled build) can hold; it carries nothing.
+    entries = EntryBatch(min(prev + 1, MAX_VALUE), terms, bytes(kinds), commands)
     return cls(term, leader, prev, prev_term, entries, commit)
 
 
