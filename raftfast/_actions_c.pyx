@@ -8,6 +8,7 @@ twin, and the same repr, but built in C, since the node makes one `Apply` per co
 cimport cython
 
 
+@cython.freelist(64)
 @cython.dataclasses.dataclass(repr=False)
 cdef class Send:
     """Deliver `message` to `to`; everything it depends on is already durable."""
@@ -19,6 +20,7 @@ cdef class Send:
         return f"Action.Send(to={self.to!r}, message={self.message!r})"
 
 
+@cython.freelist(1024)
 @cython.dataclasses.dataclass(repr=False)
 cdef class Apply:
     """Apply a committed NORMAL entry; indexes strictly increase, each once."""
