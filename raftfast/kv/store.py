@@ -9,6 +9,7 @@ client still awaits). The session table is part of the snapshot and is bounded: 
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import sys
 from array import array
@@ -109,6 +110,18 @@ class KVStore:
                 _forget(session, ack)
             if replies is not None:
                 replies.append((cid, seq, result))
+
+    def digest(self) -> str:
+        """A hash of the applied state (keys, values and sessions), independent of insertion
+        order: replicas that applied the same entries report the same digest."""
+        h = hashlib.sha256()
+        for key, value in sorted(self.data.items()):
+            h.update(b"%d:%s%d:%s" % (len(key), key, len(value), value))
+        for cid, (floor, results) in sorted(self.sessions.items()):
+            h.update(b"s%d:%d" % (cid, floor))
+            for seq, (status, body) in sorted(results.items()):
+                h.update(b"r%d:%d:%d:%s" % (seq, status, len(body), body))
+        return h.hexdigest()
 
     # -- snapshots ---------------------------------------------------------------------------
 
