@@ -244,6 +244,9 @@ class RaftNode:
                 continue
             if proposals:
                 self._flush_proposals()
+                # the flush handed that list to the log and started a new one: collect the
+                # proposals after this event there, or they are silently dropped
+                proposals = self._proposals
             if kind is Event.Tick or kind is Event.Message:
                 self._dispatch(event)
             else:
