@@ -195,6 +195,53 @@ def test_step_many_equals_stepping_one_at_a_time():
     assert applied_a == applied_b
 
 
+@pytest.mark.parametrize(
+    "middle",
+    [
+        [Event.Tick()],
+        [Event.Tick(), Event.Tick(), Event.Tick()],  # a heartbeat in the middle
+        [Event.Read("r")],
+        [Event.Propose("bad"), Event.Tick()],
+        [Event.TransferLeadership(1), Event.Snapshot(0, b"")],
+    ],
+    ids=["tick", "heartbeat", "read", "rejected-then-tick", "noops"],
+)
+def test_step_many_keeps_proposals_on_both_sides_of_other_events(middle):
+    """API: step_many is "as safe as stepping them one at a time": proposals before and after
+    other events in the same batch are all appended, in order (none silently dropped)."""
+    node, _ = steady_leader()
+    last = node.log.last_index()
+    events = [Event.Propose(b"a")] + middle + [Event.Propose(b"b")] + middle + [Event.Propose(b"c")]
+    out = node.step_many(events)
+    commands = [e.command for e in node.log.entries(last + 1, node.log.last_index())]
+    assert commands == [b"a", b"b", b"c"]
+    sent = [e.command for to, m in send_pairs(out, AppendEntries) if to == 2 for e in m.entries]
+    assert sent == [b"a", b"b", b"c"]
+
+
+def test_step_many_equals_stepping_one_at_a_time_with_mixed_events():
+    """API: the same batch, stepped one event at a time, leaves the same log and state."""
+    def events(node):
+        last = node.log.last_index()
+        return [
+            Event.Propose(b"1"),
+            Event.Tick(),
+            Event.Propose(b"2"),
+            msg(AppendEntriesReply(node.term, True, 2, last)),
+            Event.Propose(b"3"),
+            Event.Read("r"),
+            Event.Propose(b"4"),
+        ]
+
+    a, _ = steady_leader()
+    b, _ = steady_leader()
+    for e in events(a):
+        a.step(e)
+    b.step_many(events(b))
+    assert a.log.entries(1, a.log.last_index()) == b.log.entries(1, b.log.last_index())
+    assert a.log.last_index() == 5
+
+
 # ---------------------------------------------------------------- refused events
 
 
