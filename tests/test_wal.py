@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from raftfast.wal.segment import segment_name
 from wal_workload import apply, state, workload
 
 SMALL = 4096  # small segments, so a short workload rotates often
+REPO = Path(__file__).resolve().parents[1]
 
 
 def open_log(path, **kw):
@@ -161,7 +163,7 @@ def test_a_second_open_is_refused_in_this_process_and_another(tmp_path):
     with pytest.raises(StorageError, match="already open"):
         WalLog.open(tmp_path)
     code = "import sys; from raftfast.wal import WalLog\ntry:\n WalLog.open(sys.argv[1])\nexcept Exception as e:\n print(type(e).__name__, e)"
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=os.getcwd())
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.startswith("StorageError") and "already open" in out.stdout
     log.close()
     WalLog.open(tmp_path).close()
