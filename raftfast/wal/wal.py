@@ -12,6 +12,7 @@ last index and snapshot as logged, not from memory, because an append updates th
 from __future__ import annotations
 
 import os
+import threading
 from array import array
 from itertools import groupby
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
@@ -49,6 +50,7 @@ class WalLog:
         *_READS,
         "_dir", "_io", "_lock_fd", "_segment_bytes", "_entries", "_hard", "_snapshot", "_segments",
         "_high_water", "_logged_last", "_logged_snap", "_seq", "_fd", "_size", "_pos", "_synced", "_buf", "_failure",
+        "_sync_lock",
     )
 
     # The reads are the entry log's own bound methods: no wrapper call on the hot path.
@@ -92,6 +94,9 @@ class WalLog:
         self._segment_bytes = segment_bytes
         self._buf = bytearray()
         self._failure: Optional[StorageError] = None
+        # Held by every fdatasync and by whatever changes the active segment, so that
+        # `sync_flushed` may run in another thread while this one keeps writing.
+        self._sync_lock = threading.Lock()
         rec = load(directory, io)
         self._entries = rec.entries
         self._hard = rec.hard_state
@@ -221,6 +226,38 @@ class WalLog:
                 self._sync_segment()
             except OSError as e:
                 raise self._fail(e, "sync") from e
+
+    def flush(self) -> None:
+        """Write the buffered records to the file, without waiting for the disk: a split
+        `sync()`, whose second half is `sync_flushed()`. Nothing is durable yet."""
+        self._check()
+        try:
+            self._flush()
+        except OSError as e:
+            raise self._fail(e, "write") from e
+
+    def sync_flushed(self) -> None:
+        """Make durable everything written to the file so far (by `flush()`, or written out
+        early): one fdatasync, none if nothing new was written. Records still buffered are not
+        covered.
+
+        This is the one method that may run in another thread while the owner goes on
+        appending and flushing: the fdatasync releases the GIL, so the owner's next records
+        are built and written while the disk works (pipelined group commit). Everything the
+        owner flushed before this call started is covered once it returns. A failure is fatal
+        as with `sync()`: the log raises StorageError from then on, in every thread.
+        """
+        with self._sync_lock:
+            self._check()
+            pos = self._pos  # flushed bytes only: `_flush` advances it after its pwrite
+            if pos == self._synced:
+                return
+            try:
+                self._io.fdatasync(self._fd)
+            except OSError as e:
+                raise self._fail(e, "sync") from e
+            if pos > self._synced:  # the owner may have synced further meanwhile
+                self._synced = pos
 
     def snapshot_index(self) -> int:
         self._check()
@@ -354,9 +391,10 @@ class WalLog:
 
     def _sync_segment(self) -> None:
         self._flush()
-        if self._pos != self._synced:
-            self._io.fdatasync(self._fd)
-            self._synced = self._pos
+        with self._sync_lock:
+            if self._pos != self._synced:
+                self._io.fdatasync(self._fd)
+                self._synced = self._pos
 
     def _preamble(self, seq: int, prev_end: int) -> bytes:
         snap_index, snap_term = self._logged_snap
@@ -373,11 +411,12 @@ class WalLog:
         size = max(self._segment_bytes, len(preamble) + need)
         create_segment(self._io, self._dir, seq, preamble, size)
         fd = self._io.open_rw(os.path.join(self._dir, segment_name(seq)))
-        old, self._fd = self._fd, fd
-        self._seq, self._size = seq, size
-        self._pos = self._synced = len(preamble)
-        self._segments.append(SegmentInfo(seq, segment_name(seq), self._high_water))
-        self._io.close(old)
+        with self._sync_lock:  # no sync_flushed sees half of the switch, or fsyncs a closed fd
+            old, self._fd = self._fd, fd
+            self._seq, self._size = seq, size
+            self._pos = self._synced = len(preamble)
+            self._segments.append(SegmentInfo(seq, segment_name(seq), self._high_water))
+            self._io.close(old)
 
     def _compact(self) -> None:
         """Delete the segments every entry of which the snapshot covers, oldest first, and the
