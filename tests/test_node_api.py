@@ -471,3 +471,40 @@ def test_large_commit_jump_applies_every_entry_once_in_order():
     assert [a.index for a in applies] == list(range(1, n + 1))
     assert applies[-1].command == b"%d" % n
     assert node.last_applied == n
+
+
+def test_a_cluster_driven_only_by_step_many_batches():
+    """API: step_many is the throughput path a runtime uses - each turn hands a node every
+    message that arrived, a tick and the client proposals at once. A cluster driven that way
+    elects a leader and applies exactly the accepted proposals, in the same order everywhere;
+    every refused proposal is reported with Rejected, none vanishes."""
+    ids = [1, 2, 3]
+    net = BarrierNetwork(ids, logs={i: CountingLog() for i in ids})
+    accepted, rejected = [], []
+    counter = 0
+    for turn in range(200):
+        inbox = {i: [] for i in ids}
+        batch, net.queue = net.queue, []
+        for f, t, m in batch:
+            inbox[t].append(Event.Message(m))
+        for i in ids:
+            half = len(inbox[i]) // 2
+            proposals = []
+            if 20 < turn < 150 and turn % 2 == 0:
+                for _ in range(3):
+                    counter += 1
+                    proposals.append(Event.Propose(b"p%d" % counter))
+                # proposals before, between and after the messages and the tick
+                events = [proposals[0], *inbox[i][:half], Event.Tick(), proposals[1], *inbox[i][half:], proposals[2]]
+            else:
+                events = [*inbox[i][:half], Event.Tick(), *inbox[i][half:]]
+            out = net.step_many(i, events)
+            refused = {id(a.event) for a in of_type(out, Action.Rejected)}
+            for p in proposals:
+                (rejected if id(p) in refused else accepted).append(p.command)
+    for _ in range(3):
+        net.tick_all(net.configs[1].heartbeat_interval)
+    assert accepted and rejected  # both paths were exercised
+    [leader] = net.leaders()
+    for i in ids:
+        assert net.applied[i] == accepted
