@@ -77,7 +77,9 @@ class RaftNode:
         self._log = MemoryLog() if log is None else log
         self._append_commands = getattr(self._log, "append_commands", None)
         self._batch = getattr(self._log, "batch", None)
-        seed = config.seed if config.seed is not None else config.id
+        # The id is always mixed in: nodes given one shared seed must still draw different
+        # election timeouts, or they campaign in lockstep and split every vote.
+        seed = f"{config.id}" if config.seed is None else f"{config.seed}:{config.id}"
         self._rng = random.Random(seed)
         self._min_timeout, self._max_timeout = config.election_timeout
 
