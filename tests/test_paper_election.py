@@ -388,12 +388,14 @@ def test_nodes_sharing_an_explicit_seed_still_elect_a_leader():
     nodes = {i: RaftNode(RaftConfig(i, ids, seed=7)) for i in ids}
     inbox = {i: [] for i in ids}
     for _ in range(300):
+        # every node steps in the same round and hears the others only next round: lockstep
+        sent = {i: [] for i in ids}
         for i, node in nodes.items():
             events = [Event.Tick()] + [Event.Message(m) for m in inbox[i]]
-            inbox[i] = []
             for action in node.step_many(events):
                 if isinstance(action, Action.Send):
-                    inbox[action.to].append(action.message)
+                    sent[action.to].append(action.message)
+        inbox = sent
         if any(n.role is Role.LEADER for n in nodes.values()):
             break
     assert sum(n.role is Role.LEADER for n in nodes.values()) == 1
