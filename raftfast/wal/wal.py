@@ -134,6 +134,7 @@ class WalLog:
                 self._sync_segment()
             self._compact()
         except OSError as e:
+            self._drop_spare()
             io.close(self._fd)
             raise StorageError(e.filename or directory, f"recovery failed: {e}") from e
 
