@@ -133,7 +133,7 @@ class InvariantChecker:
     def read_issued(self, request_id: Hashable) -> None:
         """A client is about to issue `Event.Read(request_id)`: its ReadReady index must cover
         every entry committed by now."""
-        self._reads[request_id] = len(self._committed) - 1
+        self._reads[request_id] = self.max_commit
 
     @property
     def last_leader_term(self) -> Term:
