@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from raftfast import Action, AppendEntries, EntryKind, Event, LogEntry, MemoryLog, Role
+from raftfast import Action, AppendEntries, EntryKind, Event, LogEntry, Membership, MemoryLog, Role
 from raftfast.testing import (
     Cluster,
     Faults,
@@ -464,3 +464,12 @@ def test_a_lying_disk_is_caught():
             assert error.invariant != "durability"
             return
     pytest.fail("40 seeds of amnesiac nodes went unnoticed")
+
+
+def test_an_apply_that_is_not_the_logged_entry():
+    checker = InvariantChecker()
+    node = FakeNode(1, term=1)
+    node.append(1, Membership.of([1, 2]).encode(), kind=EntryKind.CONFIG)
+    node.commit_index = node.last_applied = 1
+    error = violation(checker, node, [apply(1, 1, Membership.of([1, 2]).encode())])
+    assert error.invariant == "state machine safety"
