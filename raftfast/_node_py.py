@@ -77,7 +77,9 @@ class RaftNode:
         self._log = MemoryLog() if log is None else log
         self._append_commands = getattr(self._log, "append_commands", None)
         self._batch = getattr(self._log, "batch", None)
-        seed = config.seed if config.seed is not None else config.id
+        # The id is always mixed in: nodes given one shared seed must still draw different
+        # election timeouts, or they campaign in lockstep and split every vote.
+        seed = f"{config.id}" if config.seed is None else f"{config.seed}:{config.id}"
         self._rng = random.Random(seed)
         self._min_timeout, self._max_timeout = config.election_timeout
 
@@ -244,6 +246,9 @@ class RaftNode:
                 continue
             if proposals:
                 self._flush_proposals()
+                # the flush handed that list to the log and started a new one: collect the
+                # proposals after this event there, or they are silently dropped
+                proposals = self._proposals
             if kind is Event.Tick or kind is Event.Message:
                 self._dispatch(event)
             else:
@@ -429,9 +434,9 @@ class RaftNode:
         return last_term > my_term or (last_term == my_term and last_index >= self._log.last_index())
 
     def _on_pre_vote(self, m: PreVote) -> None:
+        # Not conditioned on being a voter in our own configuration: see _on_request_vote.
         granted = (
             m.term > self._term
-            and self._is_voter()
             and not self._in_lease()
             and self._log_up_to_date(m.last_log_index, m.last_log_term)
         )
@@ -439,10 +444,13 @@ class RaftNode:
         self._send(m.candidate, PreVoteReply(m.term if granted else self._term, granted, self._id))
 
     def _on_request_vote(self, m: RequestVote) -> None:
-        # m.term == self._term here
+        # m.term == self._term here. A learner or a joining server votes too (candidates only
+        # ask, and only count, the voters of their own configuration): a configuration that
+        # makes it a voter can commit without reaching its log, and then the cluster may need
+        # its vote to elect anyone (thesis §4.1: servers answer RPCs without consulting their
+        # own configuration; etcd's raft lets learners vote for this reason).
         granted = (
-            self._is_voter()
-            and (self._voted_for is None or self._voted_for == m.candidate)
+            (self._voted_for is None or self._voted_for == m.candidate)
             and self._log_up_to_date(m.last_log_index, m.last_log_term)
         )
         if granted:

@@ -120,6 +120,9 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(exc))
 
     async def main() -> int:
+        from .runtime.faults import FaultHook
+
+        FaultHook.from_environment(server.raft)  # chaos testing only: needs RAFTFAST_FAULTS
         await server.start()
         print(f"node {args.id} serving: peers on {server.peer_address}, clients on "
               f"{server.client_address} (cluster {args.cluster_id!r}, {LOOP_NAME})", flush=True)

@@ -422,3 +422,23 @@ def test_extend_raw_checks_column_lengths(EntryLog):
     with pytest.raises(ValueError):
         log.extend_raw([1], b"\x00\x00", [b"a", b"b"])
     assert log.last_index() == 2 and log.payload_bytes == 1
+
+
+def test_collect_applies_yields_only_normal_entries(EntryLog):
+    log = EntryLog(3, 1)
+    log.append([
+        LogEntry(1, 4, EntryKind.NOOP, b""),
+        e(1, 5, b"a"),
+        LogEntry(2, 6, EntryKind.CONFIG, b"cfg"),
+        e(2, 7, b"b"),
+    ])
+    out = ["keep"]
+    log.collect_applies(4, 7, out, lambda i, t, c: (i, t, c))
+    assert out == ["keep", (5, 1, b"a"), (7, 2, b"b")]
+    out = []
+    log.collect_applies(6, 5, out, lambda *a: a)
+    assert out == []
+    with pytest.raises(IndexError):
+        log.collect_applies(3, 4, [], lambda *a: a)  # 3 is compacted
+    with pytest.raises(IndexError):
+        log.collect_applies(5, 8, [], lambda *a: a)

@@ -377,3 +377,26 @@ def test_different_nodes_draw_different_timeouts():
             ticks += 1
         firsts.append(ticks)
     assert len(set(firsts)) > 1
+
+
+def test_nodes_sharing_an_explicit_seed_still_elect_a_leader():
+    """§5.2: randomised timeouts are what break split votes. Nodes configured with the same
+    explicit seed must not draw the same timeouts, or they campaign in lockstep forever."""
+    from raftfast import Action, Event, RaftConfig, RaftNode, Role
+
+    ids = (1, 2, 3)
+    nodes = {i: RaftNode(RaftConfig(i, ids, seed=7)) for i in ids}
+    inbox = {i: [] for i in ids}
+    for _ in range(300):
+        # every node steps in the same round and hears the others only next round: lockstep
+        sent = {i: [] for i in ids}
+        for i, node in nodes.items():
+            events = [Event.Tick()] + [Event.Message(m) for m in inbox[i]]
+            for action in node.step_many(events):
+                if isinstance(action, Action.Send):
+                    sent[action.to].append(action.message)
+        inbox = sent
+        if any(n.role is Role.LEADER for n in nodes.values()):
+            break
+    assert sum(n.role is Role.LEADER for n in nodes.values()) == 1
+    assert max(n.term for n in nodes.values()) < 10

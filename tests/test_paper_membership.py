@@ -234,14 +234,38 @@ def test_truncated_configuration_entry_reverts_membership():
 def test_join_node_never_campaigns_until_it_learns_a_configuration():
     """API / thesis §4.2.1: a server started with join=True has no configuration of its own; it
     stays a silent follower (it cannot know whom to ask for votes) until the leader's log or
-    snapshot tells it the configuration."""
+    snapshot tells it the configuration. It still answers a candidate that counts it as a
+    voter (see test_a_voter_that_has_not_learned_it_is_one_still_votes)."""
     node = RaftNode_join(4)
     assert node.members == () and node.learners == ()
     for _ in range(500):
         assert node.step(Event.Tick()) == []
     assert node.role is Role.FOLLOWER and node.term == 0
     out = node.step(msg(RequestVote(1, 1, 0, 0, force=True)))
-    assert sends(out, RequestVoteReply) == [RequestVoteReply(1, False, 4)]
+    assert sends(out, RequestVoteReply) == [RequestVoteReply(1, True, 4)]
+    assert node.role is Role.FOLLOWER and node.members == ()
+
+
+def test_a_voter_that_has_not_learned_it_is_one_still_votes():
+    """thesis §4.1 (servers answer RPCs without consulting their own configuration): the entry
+    adding node 4 as a voter commits on {1, 2, 3} without reaching node 4. When the leader
+    then fails, {2, 3, 4} is the only majority left, so node 4 must vote although its own log
+    does not make it a voter yet. Found by `raftfast chaos` (member-remove): with node 4
+    refusing, no leader could ever be elected again."""
+    net = cluster_with_joiner()
+    net.isolate(4)
+    net.step(1, Event.AddServer(4))
+    net.deliver_all()
+    net.heartbeat(1)
+    assert net[2].members == (1, 2, 3, 4) and net[2].commit_index == net[1].log.last_index()
+    assert net[4].members == ()
+    net.crash(1)
+    net.heal()
+    net.tick_all(200)
+    leaders = [i for i in (2, 3) if net[i].role is Role.LEADER]
+    assert leaders, "no leader: node 4 refused the vote the new configuration needs"
+    net.heartbeat(leaders[0])
+    assert net[4].members == (1, 2, 3, 4)
 
 
 def RaftNode_join(node_id):
@@ -284,8 +308,10 @@ def test_add_a_learner():
 
 
 def test_learner_never_campaigns_or_votes():
-    """thesis §4.2.1: a non-voting member does not start elections and is not asked to (nor
-    does it grant) votes."""
+    """thesis §4.2.1: a non-voting member does not start elections and is not asked for votes.
+    Asked anyway, it answers like any server (thesis §4.1): a candidate asks only the voters
+    of its own configuration, which may have promoted the learner already; its vote counts
+    nowhere else."""
     net = cluster_with_joiner()
     net.step(1, Event.AddLearner(4))
     net.deliver_all()
@@ -294,9 +320,10 @@ def test_learner_never_campaigns_or_votes():
     net.tick(4, 300)
     assert sends(net.actions[4]) == [] and net[4].role is Role.FOLLOWER
     out = net.send(4, RequestVote(5, 2, 100, 5, force=True))
-    assert [m.vote_granted for m in sends(out, RequestVoteReply)] == [False]
+    assert [m.vote_granted for m in sends(out, RequestVoteReply)] == [True]
     out = net.send(4, PreVote(6, 2, 100, 5))
-    assert [m.vote_granted for m in sends(out)] == [False]
+    assert [m.vote_granted for m in sends(out)] == [True]
+    assert net[4].role is Role.FOLLOWER and net[4].learners == (4,)
     # and candidates do not ask it
     net.restart(1)
     net.clear_actions()

@@ -201,3 +201,24 @@ def test_leader_keeps_replicating_after_compaction_to_followers_in_step():
     assert all(r.success for r in sends(net.actions[2], AppendEntriesReply))
     net.heartbeat(1)
     assert net.applied[2] == [b"a", b"b"]
+
+
+def test_followers_snapshot_independently():
+    """§7: "each server takes snapshots independently, covering just the committed entries in
+    its log." A follower gets the hint, compacts, and keeps replicating normally."""
+    net = Network([1, 2, 3], snapshot_threshold=4)
+    net.elect(1)
+    for i in range(6):
+        net.propose(1, b"%d" % i)
+    net.deliver_all()
+    net.heartbeat(1)
+    hints = of_type(net.actions[2], Action.Snapshot)
+    assert hints == [Action.Snapshot(7, 1)]  # applied 1..7 in one step: one hint, at 7
+    net.step(2, Event.Snapshot(net[2].last_applied, b"follower state"))
+    assert net[2].log.snapshot_index() == net[2].last_applied == 7
+    assert net[2].log.snapshot().config == Membership.of([1, 2, 3])
+    net.propose(1, b"after")
+    net.deliver_all()
+    net.heartbeat(1)
+    assert net.applied[2][-1] == b"after"
+    assert of_type(net.actions[2], Action.RestoreSnapshot) == []

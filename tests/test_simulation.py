@@ -8,13 +8,14 @@ that cannot fail proves nothing.
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from dataclasses import dataclass, field
 
 import pytest
 
-from raftfast import Action, AppendEntries, EntryKind, Event, LogEntry, MemoryLog, Role
+from raftfast import Action, AppendEntries, EntryKind, Event, LogEntry, Membership, MemoryLog, Role
 from raftfast.testing import (
     Cluster,
     Faults,
@@ -123,6 +124,33 @@ def test_partitions_cut_traffic_in_flight_until_healed():
     assert not net.connected(1, 2) and not net.connected(1, 3) and net.connected(3, 4)
     with pytest.raises(ValueError, match="drop"):
         Network(0, drop=1.5)
+
+
+# -- durable logs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wal_backed_cluster_survives_torn_crashes(tmp_path, seed):
+    """The log_factory hook with real WalLogs: each crash is a power cut that tears whatever
+    the WAL had not fsynced (FaultyIO), and the restarted node recovers from the files."""
+    from raftfast.wal import WalLog
+    from raftfast.wal.faults import FaultyIO
+    from raftfast.wal.wal import MIN_SEGMENT_BYTES
+
+    rng = random.Random(seed)
+    ios = {}
+
+    def factory(node_id, previous):
+        if previous is not None:
+            ios[node_id].crash("torn", rng)
+        ios[node_id] = FaultyIO()
+        path = tmp_path / str(node_id)
+        return WalLog.open(path, io=ios[node_id], segment_bytes=MIN_SEGMENT_BYTES)
+
+    cluster = Cluster(3, seed, snapshot_threshold=10, log_factory=factory, faults=Faults(crash=0.03))
+    cluster.run(200, chaos=True)
+    assert cluster.stats["crashes"] >= 3 and cluster.stats["snapshots"] > 0
+    cluster.check_liveness()
 
 
 # -- liveness -------------------------------------------------------------------------------
@@ -436,3 +464,12 @@ def test_a_lying_disk_is_caught():
             assert error.invariant != "durability"
             return
     pytest.fail("40 seeds of amnesiac nodes went unnoticed")
+
+
+def test_an_apply_that_is_not_the_logged_entry():
+    checker = InvariantChecker()
+    node = FakeNode(1, term=1)
+    node.append(1, Membership.of([1, 2]).encode(), kind=EntryKind.CONFIG)
+    node.commit_index = node.last_applied = 1
+    error = violation(checker, node, [apply(1, 1, Membership.of([1, 2]).encode())])
+    assert error.invariant == "state machine safety"

@@ -3,9 +3,11 @@ extra paths (EntryBatch, append_commands, split records, rotation, compaction) h
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,13 +15,14 @@ from raftfast import Action, EntryKind, Event, HardState, LogEntry, MemoryLog, M
 from raftfast.errors import StorageError
 from raftfast.messages import RequestVote, RequestVoteReply
 from raftfast.node import RaftNode
-from raftfast.wal import WalLog
+from raftfast.wal import FileIO, WalLog
 from raftfast.wal import format as fmt
 from raftfast.wal.faults import FaultyIO
 from raftfast.wal.segment import segment_name
 from wal_workload import apply, state, workload
 
 SMALL = 4096  # small segments, so a short workload rotates often
+REPO = Path(__file__).resolve().parents[1]
 
 
 def open_log(path, **kw):
@@ -161,7 +164,7 @@ def test_a_second_open_is_refused_in_this_process_and_another(tmp_path):
     with pytest.raises(StorageError, match="already open"):
         WalLog.open(tmp_path)
     code = "import sys; from raftfast.wal import WalLog\ntry:\n WalLog.open(sys.argv[1])\nexcept Exception as e:\n print(type(e).__name__, e)"
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=os.getcwd())
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.startswith("StorageError") and "already open" in out.stdout
     log.close()
     WalLog.open(tmp_path).close()
@@ -221,3 +224,58 @@ def test_names_are_stable(tmp_path):
     with open_log(tmp_path):
         pass
     assert segments(tmp_path) == [segment_name(1)]
+
+
+def test_the_next_segment_is_zero_filled_in_the_background(tmp_path):
+    spare_seen = False
+    log = WalLog.open(tmp_path, segment_bytes=64 << 10)
+    while len(segments(tmp_path)) < 5:
+        log.append_commands(1, 0, [bytes(100)] * 20)
+        log.sync()
+        spare_seen |= any(n.endswith(".wal.tmp") for n in os.listdir(tmp_path))
+    expected = state(log)
+    log.close()
+    assert spare_seen
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")], "close left the spare behind"
+    with WalLog.open(tmp_path, segment_bytes=64 << 10) as again:
+        assert state(again) == expected
+
+
+class NoSpaceForNewSegments(FileIO):
+    """Real files, but writing a new segment's temp file fails with ENOSPC (on the spare's
+    background thread, since FileIO allows threads)."""
+
+    def __init__(self):
+        self.temp_fds = set()
+
+    def create(self, path):
+        fd = super().create(path)
+        if path.endswith(".wal.tmp"):
+            self.temp_fds.add(fd)
+        return fd
+
+    def close(self, fd):
+        self.temp_fds.discard(fd)
+        super().close(fd)
+
+    def pwrite(self, fd, data, offset):
+        if fd in self.temp_fds:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "segment temp file")
+        super().pwrite(fd, data, offset)
+
+
+def test_a_failed_background_preparation_is_fail_stop_at_rotation(tmp_path):
+    WalLog.open(tmp_path, segment_bytes=64 << 10).close()
+    log = WalLog.open(tmp_path, segment_bytes=64 << 10, io=NoSpaceForNewSegments())
+    synced = 0
+    with pytest.raises(StorageError, match="No space"):
+        for _ in range(1000):
+            log.append_commands(1, 0, [bytes(100)] * 20)
+            log.sync()
+            synced = log.last_index()
+    with pytest.raises(StorageError, match="No space"):
+        log.last_index()
+    log.close()
+    with WalLog.open(tmp_path, segment_bytes=64 << 10) as again:
+        assert again.last_index() >= synced > 0
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]

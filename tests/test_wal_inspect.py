@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from raftfast import EntryKind, HardState, LogEntry, Membership, Snapshot
 from raftfast.wal import WalLog
@@ -83,5 +84,6 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 
 def test_runs_as_a_module(tmp_path):
     build(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "raftfast.wal.inspect", "-q", str(tmp_path)], capture_output=True, text=True)
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "raftfast.wal.inspect", "-q", str(tmp_path)], capture_output=True, text=True, cwd=repo)
     assert out.returncode == 0 and "@" not in out.stdout and "recovered state" in out.stdout

@@ -107,9 +107,9 @@ class LocalKVCluster:
         deadline = loop.time() + timeout
         while True:
             servers = [self.servers[i] for i in (nodes or list(self.servers))]
-            if all(s.raft.node.last_applied >= index for s in servers):
+            if all(s.raft.applied_index >= index for s in servers):
                 return
             if loop.time() > deadline:
-                applied = {s.id: s.raft.node.last_applied for s in servers}
+                applied = {s.id: s.raft.applied_index for s in servers}
                 raise TimeoutError(f"nodes did not apply through {index} within {timeout} s: {applied}")
             await asyncio.sleep(0.01)

@@ -203,10 +203,12 @@ class KVService:
         for conn, rid, _ in reads:
             conn.reply(self._not_leader(rid, leader))
 
-    def _status(self) -> bytes:
+    def _status(self, key: bytes = b"") -> bytes:
         status = self.raft.status()  # type: ignore[union-attr]
         status["keys"] = len(self.store.data)
         status["sessions"] = len(self.store.sessions)
+        if key == b"digest":  # on request only: it reads the whole store
+            status["digest"] = self.store.digest()
         return json.dumps(status).encode()
 
     def _change_membership(self, conn: "_Connection", rid: int, op: int, key: bytes) -> None:
@@ -311,7 +313,7 @@ class _Connection(asyncio.Protocol):
                 else:
                     self.reply(service._not_leader(rid, service.raft.node.leader))  # type: ignore[union-attr]
             elif op == _STATUS:
-                self.reply(encode_response(rid, _OK, service._status()))
+                self.reply(encode_response(rid, _OK, service._status(data[pos + head : pos + head + klen])))
             elif op in ADMIN_OPS:
                 service._change_membership(self, rid, op, data[pos + head : pos + head + klen])
             if run_start >= 0:

@@ -9,13 +9,14 @@ client still awaits). The session table is part of the snapshot and is bounded: 
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import sys
 from array import array
 from itertools import accumulate
 from typing import Dict, List, Optional, Tuple
 
-from .protocol import BATCH_TAG, NO_VALUE, REQUEST, Op, Status
+from .protocol import BATCH_TAG, NO_VALUE, REQUEST, RESPONSE, Op, Status
 
 __all__ = ["KVStore", "Result", "SnapshotFormatError"]
 
@@ -50,25 +51,31 @@ class KVStore:
     def get(self, key: bytes) -> Optional[bytes]:
         return self.data.get(key)
 
-    def apply_batch(self, batch: bytes, replies: Optional[List[tuple]]) -> None:
+    def apply_batch(self, batch: bytes, replies: Optional[List[tuple]], frames: Optional[List[bytes]] = None) -> None:
         """Apply a batch entry (BATCH_TAG + write request frames). When `replies` is a list,
-        append (client id, seq, result) for every request, in order."""
+        append (client id, seq, result) for every request, in order; when `frames` is, append
+        the response frame for every request instead (its request id, status and body)."""
         if batch[:1] != BATCH_TAG:
             return  # not ours (an empty command, say): nothing to apply
         data = self.data
         sessions = self.sessions
         unpack = REQUEST.unpack_from
+        pack_response = RESPONSE.pack
         head = REQUEST.size
         end = len(batch)
+        put = _PUT
         pos = 1
         last_cid = -1
-        session: list = []
+        session: Optional[list] = None
+        floor = 0
+        results: Dict[int, Result] = {}
         while pos < end:
-            length, op, _rid, cid, seq, ack, klen, vlen, elen = unpack(batch, pos)
+            length, op, rid, cid, seq, ack, klen, vlen, elen = unpack(batch, pos)
             kpos = pos + head
-            vpos = kpos + klen
             pos += 4 + length
             if cid != last_cid:  # a batch holds runs of one client's requests
+                if session is not None:
+                    session[0] = floor
                 last_cid = cid
                 session = sessions.pop(cid, None)
                 if session is None:
@@ -76,39 +83,71 @@ class KVStore:
                     if len(sessions) >= self.max_sessions:
                         del sessions[next(iter(sessions))]
                 sessions[cid] = session  # most recently active last
-            results = session[1]
-            if seq < session[0]:
+                floor = session[0]
+                results = session[1]
+            if seq < floor:
                 result = _STALE
             else:
                 result = results.get(seq)
                 if result is None:
-                    key = batch[kpos:vpos]
-                    if op == _PUT:
-                        data[key] = batch[vpos : vpos + vlen]
+                    vpos = kpos + klen
+                    if op == put:
+                        data[batch[kpos:vpos]] = batch[vpos : vpos + vlen]
                         result = _OK
-                    elif op == _DELETE:
-                        data.pop(key, None)
-                        result = _OK
-                    elif op == _APPEND:
-                        data[key] = data.get(key, b"") + batch[vpos : vpos + vlen]
-                        result = _OK
-                    else:  # cas
-                        current = data.get(key)
-                        if elen == NO_VALUE:
-                            matches = current is None
-                        else:
-                            epos = vpos + vlen
-                            matches = current == batch[epos : epos + elen]
-                        if matches:
-                            data[key] = batch[vpos : vpos + vlen]
-                            result = _OK
-                        else:
-                            result = _CAS_FAILED
+                    else:
+                        result = self._apply_other(op, batch[kpos:vpos], batch, vpos, vlen, elen)
                     results[seq] = result
-            if ack > session[0]:
-                _forget(session, ack)
-            if replies is not None:
+            if ack > floor:  # forget the results the client acknowledged (seq < ack)
+                if ack - floor <= 8:  # the usual step: a few results
+                    pop = results.pop
+                    while floor < ack:
+                        pop(floor, None)
+                        floor += 1
+                else:
+                    session[0] = floor  # type: ignore[index]
+                    _forget(session, ack)  # type: ignore[arg-type]
+                    results = session[1]  # type: ignore[index]
+                    floor = ack
+            if frames is not None:
+                status, body = result
+                frames.append(pack_response(5 + len(body), rid, status) + body if body else pack_response(5, rid, status))
+            elif replies is not None:
                 replies.append((cid, seq, result))
+        if session is not None:
+            session[0] = floor
+
+    def _apply_other(self, op: int, key: bytes, batch: bytes, vpos: int, vlen: int, elen: int) -> Result:
+        """DELETE, APPEND and CAS (PUT is inlined in apply_batch)."""
+        data = self.data
+        if op == _DELETE:
+            data.pop(key, None)
+            return _OK
+        if op == _APPEND:
+            data[key] = data.get(key, b"") + batch[vpos : vpos + vlen]
+            return _OK
+        # cas
+        current = data.get(key)
+        if elen == NO_VALUE:
+            matches = current is None
+        else:
+            epos = vpos + vlen
+            matches = current == batch[epos : epos + elen]
+        if matches:
+            data[key] = batch[vpos : vpos + vlen]
+            return _OK
+        return _CAS_FAILED
+
+    def digest(self) -> str:
+        """A hash of the applied state (keys, values and sessions), independent of insertion
+        order: replicas that applied the same entries report the same digest."""
+        h = hashlib.sha256()
+        for key, value in sorted(self.data.items()):
+            h.update(b"%d:%s%d:%s" % (len(key), key, len(value), value))
+        for cid, (floor, results) in sorted(self.sessions.items()):
+            h.update(b"s%d:%d" % (cid, floor))
+            for seq, (status, body) in sorted(results.items()):
+                h.update(b"r%d:%d:%d:%s" % (seq, status, len(body), body))
+        return h.hexdigest()
 
     # -- snapshots ---------------------------------------------------------------------------
 

@@ -71,6 +71,8 @@ class PeerTransport:
         self._server: Optional[asyncio.AbstractServer] = None
         self._inbound: Set[asyncio.Transport] = set()
         self._closed = False
+        # Fault injection (raftfast.runtime.faults): frames to and from these peers are dropped.
+        self.blocked: Set[NodeId] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -131,6 +133,8 @@ class PeerTransport:
 
     def send(self, peer: NodeId, frames: List[bytes]) -> None:
         """Queue `frames` for `peer` (one write); dropped when the peer's queue is full."""
+        if peer in self.blocked:
+            return
         link = self._links.get(peer)
         if link is None:
             if self._closed:
@@ -326,7 +330,7 @@ class _Inbound(asyncio.Protocol):
                 error = f"message from node {message.sender} on node {peer}'s connection"
                 break
             messages.append(message)
-        if messages:
+        if messages and peer not in owner.blocked:
             owner.on_messages(messages)
         if error is not None:
             self._reject(error)

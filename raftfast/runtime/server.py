@@ -5,14 +5,22 @@ goes into `step_many` (peer messages and ticks in one, the application's proposa
 a second), each paying at most one durability barrier; the actions are carried out in order,
 with the sends for each peer coalesced into one write. Anything that arrives asks for a turn with `loop.call_soon`, so
 a busy loop batches more per turn and an idle one answers at once.
+
+Over a WalLog the durability barrier is pipelined (`durability.py`): a step that wrote the log
+has its fsync run by a worker thread, and its actions are held until that fsync returns, while
+the loop goes on. Held actions are carried out strictly in step order, each step's only after
+its own fsync. New proposals wait while an fsync is under way (they make the next one), so
+the commits that peer messages bring are answered as soon as the fsync in flight completes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
-from typing import Any, Dict, List, Optional
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
 
 from .. import framing
 from ..actions import Action
@@ -24,6 +32,7 @@ from ..node import RaftNode
 from ..types import NodeId, Role
 from .address import Address
 from .application import Application
+from .durability import DeferredSyncLog, SyncWorker, supports_deferred_sync
 from .peers import PeerTransport
 
 __all__ = ["RaftServer"]
@@ -35,6 +44,9 @@ _Apply = Action.Apply
 _ReadReady = Action.ReadReady
 _Message = Event.Message
 _MEMBERSHIP_EVENTS = (Event.AddServer, Event.RemoveServer, Event.AddLearner, Event.PromoteLearner)
+_SWITCH_INTERVAL = 0.0002
+"""GIL switch interval while a sync worker runs: the worker needs the GIL for a moment before
+and after each fsync, and the default 5 ms would add that much to every write's latency."""
 
 
 class RaftServer:
@@ -42,6 +54,7 @@ class RaftServer:
 
     `log` is the node's RaftLog (a `WalLog` for a durable node). `peers` maps node ids to peer
     addresses; more can be learned later with `set_peer_address` or from peers' handshakes.
+    `pipelined_sync` (default: when the log supports it) runs fsyncs in a worker thread.
     """
 
     def __init__(
@@ -56,11 +69,26 @@ class RaftServer:
         client_address: str = "",
         max_frame: int = framing.MAX_FRAME,
         queue_bytes: int = 16 << 20,
+        pipelined_sync: Optional[bool] = None,
     ) -> None:
         if tick_interval <= 0:
             raise ValueError(f"tick_interval must be positive, got {tick_interval!r}")
         self.app = app
-        self.node = RaftNode(config, log)
+        if pipelined_sync is None:
+            pipelined_sync = supports_deferred_sync(log)
+        elif pipelined_sync and not supports_deferred_sync(log):
+            raise ValueError(f"pipelined_sync needs a log with flush() and sync_flushed(), not {log!r}")
+        # The node sees a log whose sync() only writes; the SyncWorker does the fsyncs.
+        self._deferred: Optional[DeferredSyncLog] = DeferredSyncLog(log) if pipelined_sync else None
+        self._syncer: Optional[SyncWorker] = None
+        # Steps whose actions wait for an fsync: (ticket or 0, work, state, settle), in order.
+        self._held: Deque[tuple] = deque()
+        self._synced = 0  # the highest ticket whose fsync completed
+        self._drain_after = 0  # proposals wait for this ticket's fsync at most (0: not waiting)
+        self.node = RaftNode(config, self._deferred if self._deferred is not None else log)
+        # What the application has applied: the node's last_applied once the held actions
+        # are carried out (it runs ahead of the application while an fsync is under way).
+        self.applied_index = self.node.last_applied
         self.cluster_id = cluster_id
         self.tick_interval = tick_interval
         self.max_frame = max_frame
@@ -96,6 +124,11 @@ class RaftServer:
             self.app.restore(snapshot.data)
         self.peer_address = await self.transport.listen(host, port)
         self.transport.set_members(self.node.members + self.node.learners)
+        if self._deferred is not None:
+            self._syncer = SyncWorker(self._deferred.wrapped, loop, self._on_synced, self._on_sync_failed,
+                                      name=f"raftfast-fsync-{self.id}")
+            if sys.getswitchinterval() > _SWITCH_INTERVAL:
+                sys.setswitchinterval(_SWITCH_INTERVAL)
         self._next_tick = loop.time() + self.tick_interval
         self._tick_handle = loop.call_at(self._next_tick, self._tick)
         logger.info(
@@ -109,6 +142,10 @@ class RaftServer:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        self._held.clear()  # never carried out: nothing was answered or sent for them
+        syncer, self._syncer = self._syncer, None
+        if syncer is not None:  # let an fsync under way finish before the log is closed
+            await asyncio.get_running_loop().run_in_executor(None, syncer.stop, 10.0)
         await self.transport.close()
         for event, future, _ in self._changes.values():
             if not future.done():
@@ -190,6 +227,17 @@ class RaftServer:
         if events and self.failure is None:
             self._step(events)
             app.flush()
+        syncer = self._syncer
+        if syncer is not None and syncer.requested != self._synced:
+            # An fsync is under way: the proposals wait and make the next one. Stepped now,
+            # they would queue an fsync that every later step's actions must wait for. (They
+            # wait for one fsync at most, should peer messages keep requesting more.)
+            if self._drain_after == 0:
+                self._drain_after = syncer.requested
+            if self._synced < self._drain_after:
+                app.flush()
+                return
+        self._drain_after = 0
         events = []
         app.drain(events)
         if events and self.failure is None:
@@ -198,47 +246,87 @@ class RaftServer:
 
     def _step(self, events: List[object]) -> None:
         node = self.node
-        app = self.app
         try:
             actions = node.step_many(events)
         except StorageError as exc:
             self._fail(exc)
             return
-        sends: Dict[NodeId, List[bytes]] = {}
+        work = self._prepare(actions)
+        state = (node.role, node.term, node.leader)
+        settle = (node.is_leader(), node.commit_index, node.log.last_index(), list(self._changes)) if self._changes else None
+        deferred = self._deferred
+        ticket = 0
+        if deferred is not None and deferred.dirty:
+            deferred.dirty = False
+            ticket = self._syncer.request()  # type: ignore[union-attr]
+        if ticket or self._held:
+            self._held.append((ticket, work, state, settle))
+        else:
+            self._carry_out_work(work, state, settle)
+
+    def _prepare(self, actions: List[object]) -> List[object]:
+        """The actions with their sends encoded now, as {peer: [frames]} groups in place of
+        each run of Send actions (one write per peer per run)."""
+        work: List[object] = []
+        sends: Optional[Dict[NodeId, List[bytes]]] = None
         encode_frame = framing.encode_frame
         max_frame = self.max_frame
         for action in actions:
-            kind = type(action)
-            if kind is _Send:
+            if type(action) is _Send:
                 try:
                     frame = encode_frame(action.message, max_frame)
                 except EncodingError as exc:
                     logger.error("node %d: cannot send %s to node %d: %s",
                                  self.id, type(action.message).__name__, action.to, exc)
                     continue
-                frames = sends.get(action.to)
-                if frames is None:
-                    sends[action.to] = [frame]
+                if sends is None:
+                    sends = {action.to: [frame]}
+                    work.append(sends)
                 else:
-                    frames.append(frame)
-                continue
-            if sends:  # peers need not wait for this node's applies
-                self._flush_sends(sends)
-                sends = {}
-            if kind is _Apply:
-                app.apply(action.index, action.command)
-            elif kind is _ReadReady:
-                app.read_ready(action.request_id)
+                    frames = sends.get(action.to)
+                    if frames is None:
+                        sends[action.to] = [frame]
+                    else:
+                        frames.append(frame)
             else:
-                self._carry_out(action)
-        if sends:
-            self._flush_sends(sends)
-        state = (node.role, node.term, node.leader)
+                sends = None
+                work.append(action)
+        return work
+
+    def _carry_out_work(self, work: List[object], state: tuple, settle: Optional[tuple]) -> None:
+        app = self.app
+        for item in work:
+            kind = type(item)
+            if kind is dict:  # peers need not wait for this node's applies
+                self._flush_sends(item)  # type: ignore[arg-type]
+            elif kind is _Apply:
+                app.apply(item.index, item.command)  # type: ignore[attr-defined]
+                self.applied_index = item.index  # type: ignore[attr-defined]
+            elif kind is _ReadReady:
+                app.read_ready(item.request_id)  # type: ignore[attr-defined]
+            else:
+                self._carry_out(item)
         if state != self._state:
             self._state = state
             app.role_changed(*state)
-        if self._changes:
-            self._settle_changes()
+        if settle is not None and self._changes:
+            self._settle_changes(*settle)
+
+    def _on_synced(self, ticket: int) -> None:
+        """In the loop: the fsync for `ticket` (and every earlier one) completed."""
+        if self.failure is not None:
+            return
+        self._synced = ticket
+        held = self._held
+        while held and held[0][0] <= ticket:
+            _, work, state, settle = held.popleft()
+            self._carry_out_work(work, state, settle)
+        self.app.flush()
+        self.wake()  # the proposals that waited for this fsync
+
+    def _on_sync_failed(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self._fail(exc)
 
     def _flush_sends(self, sends: Dict[NodeId, List[bytes]]) -> None:
         send = self.transport.send
@@ -272,25 +360,33 @@ class RaftServer:
             logger.info("node %d: restoring a snapshot through %d from the leader",
                         self.id, action.index)  # type: ignore[attr-defined]
             self.app.restore(action.data)  # type: ignore[attr-defined]
+            self.applied_index = action.index  # type: ignore[attr-defined]
 
-    def _settle_changes(self) -> None:
-        node = self.node
-        for key, (event, future, index) in list(self._changes.items()):
+    def _settle_changes(self, is_leader: bool, commit: int, last: int, keys: List[int]) -> None:
+        """Resolve membership changes as of a step whose actions were just carried out: its
+        leadership, commit index and last index, and the changes registered before it."""
+        changes = self._changes
+        for key in keys:
+            change = changes.get(key)
+            if change is None:
+                continue
+            event, future, index = change
             if future.done():
                 continue
-            if not node.is_leader():
-                future.set_exception(NotLeaderError(node.leader))
+            if not is_leader:
+                future.set_exception(NotLeaderError(self.node.leader))
             elif index == 0:
                 # not rejected, so its entry (or nothing, for a no-op change) is in the log now
-                self._changes[key] = (event, future, node.log.last_index())
-                if node.commit_index >= node.log.last_index():
+                self._changes[key] = (event, future, last)
+                if commit >= last:
                     future.set_result(None)
-            elif node.commit_index >= index:
+            elif commit >= index:
                 future.set_result(None)
 
     def _fail(self, exc: BaseException) -> None:
         logger.critical("node %d: storage failed, stopping: %s", self.id, exc)
         self.failure = exc
+        self._held.clear()  # their fsync failed or never ran: none of it may be carried out
         self._loop.create_task(self.stop())  # type: ignore[union-attr]
 
     # -- introspection -----------------------------------------------------------------------
@@ -306,7 +402,7 @@ class RaftServer:
             "term": node.term,
             "leader": node.leader,
             "commit_index": node.commit_index,
-            "applied_index": node.last_applied,
+            "applied_index": self.applied_index,
             "last_index": log.last_index(),
             "snapshot_index": log.snapshot_index(),
             "members": list(node.members),

@@ -133,7 +133,7 @@ class InvariantChecker:
     def read_issued(self, request_id: Hashable) -> None:
         """A client is about to issue `Event.Read(request_id)`: its ReadReady index must cover
         every entry committed by now."""
-        self._reads[request_id] = len(self._committed) - 1
+        self._reads[request_id] = self.max_commit
 
     @property
     def last_leader_term(self) -> Term:
@@ -210,13 +210,14 @@ class InvariantChecker:
                     )
                 self._check_skipped(node, pos + 1, index - 1)
                 pos = index
-                logged = log.term_at(index)
-                if logged is not None and logged != term:
-                    self._fail(
-                        "state machine safety",
-                        f"node {nid} applied index {index} with term {term} but its log has "
-                        f"term {logged} there",
-                    )
+                if log.snapshot_index() < index <= log.last_index():
+                    entry = log.entry(index)
+                    if (entry.term, entry.kind, entry.command) != (term, EntryKind.NORMAL, action.command):  # type: ignore[attr-defined]
+                        self._fail(
+                            "state machine safety",
+                            f"node {nid} applied (index {index}, term {term}, "
+                            f"{action.command!r}) but its log holds {entry}",  # type: ignore[attr-defined]
+                        )
                 self._record_apply(nid, index, term, action.command)  # type: ignore[attr-defined]
             elif kind is Action.RestoreSnapshot:
                 index = action.index  # type: ignore[attr-defined]

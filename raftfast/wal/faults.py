@@ -46,6 +46,7 @@ class FaultyIO(FileIO):
     1) raise SimulatedCrash instead of running; `steps` is how many have been attempted."""
 
     MUTATING = ("create", "pwrite", "fdatasync", "fsync", "rename", "unlink", "fsync_dir")
+    threads = False  # every call on the caller's thread, so step k is the same step every run
 
     def __init__(self, crash_at: Optional[int] = None) -> None:
         self.crash_at = crash_at

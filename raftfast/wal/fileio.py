@@ -15,6 +15,10 @@ from typing import List
 class FileIO:
     """The real thing: thin wrappers over `os`."""
 
+    threads = True
+    """Whether the WAL may call this object from a background thread (to zero-fill the next
+    segment ahead of need). A file layer that counts or orders calls says False."""
+
     def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
 

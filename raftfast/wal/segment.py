@@ -48,20 +48,29 @@ def write_zeros(io: FileIO, fd: int, start: int, end: int) -> None:
         start += n
 
 
-def create_segment(io: FileIO, directory: str, seq: int, preamble: bytes, size: int) -> None:
-    """Make segment `seq` holding `preamble` and zeros up to `size` bytes, atomically: write a
-    temp file, fsync it, rename it into place, fsync the directory. A crash at any step leaves
-    either no segment `seq` (and maybe a temp file, which recovery deletes) or a whole one."""
-    path = os.path.join(directory, segment_name(seq))
-    tmp = path + TMP_SUFFIX
-    fd = io.create(tmp)
+def prepare_segment(io: FileIO, directory: str, seq: int, size: int) -> None:
+    """Write the temp file of segment `seq`: `size` bytes of zeros, fsynced. The slow half of
+    making a segment, which can run ahead of need."""
+    fd = io.create(os.path.join(directory, segment_name(seq) + TMP_SUFFIX))
     try:
-        io.pwrite(fd, preamble, 0)
-        write_zeros(io, fd, len(preamble), size)
+        write_zeros(io, fd, 0, size)
         io.fsync(fd)
     finally:
         io.close(fd)
-    io.rename(tmp, path)
+
+
+def install_segment(io: FileIO, directory: str, seq: int, preamble: bytes) -> None:
+    """Write `preamble` into the prepared temp file of segment `seq`, fsync it, rename it into
+    place and fsync the directory. A crash at any step leaves either no segment `seq` (and maybe
+    a temp file, which recovery deletes) or a whole one."""
+    path = os.path.join(directory, segment_name(seq))
+    fd = io.open_rw(path + TMP_SUFFIX)
+    try:
+        io.pwrite(fd, preamble, 0)
+        io.fsync(fd)
+    finally:
+        io.close(fd)
+    io.rename(path + TMP_SUFFIX, path)
     io.fsync_dir(directory)
 
 

@@ -1,0 +1,137 @@
+"""asv: RaftNode.step_many with batches of 256 x 64-byte proposals, and the entries/s tracks.
+
+- `time_*` (parametrised over the protocol module's twins, `raftfast._node_py` interpreted and
+  `raftfast._node_c` compiled, both on the live kernels): 16 x step_many(256 proposals) from a
+  fresh leader, single node and three nodes in one process.
+- `track_*` (the live build, whatever `raftfast.IMPLEMENTATION` says): entries/s of the
+  workloads (a) and (b) of `python -m benchmarks.core`, best of 5 short slices, and the latency
+  of one replication round (leader step, followers, leader) in the 3-node workload.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List
+
+import numpy as np
+
+from raftfast.actions import Action
+from raftfast.config import RaftConfig
+from raftfast.events import Event
+
+from . import core
+from ._asv_util import BATCH, TWINS, VALUE, twin_module
+
+BATCHES = 16
+PROPOSALS = [Event.Propose(VALUE) for _ in range(BATCH)]
+
+
+def _single_leader(RaftNode):
+    node = RaftNode(RaftConfig(1))
+    while not node.is_leader():
+        node.step(Event.Tick())
+    return node
+
+
+class InProcessCluster:
+    """Three nodes stepped in one process, messages passed in memory (as benchmarks.core)."""
+
+    def __init__(self, RaftNode) -> None:
+        ids = (1, 2, 3)
+        self.nodes = {i: RaftNode(RaftConfig(i, ids, max_batch=BATCH, max_batch_bytes=1 << 20)) for i in ids}
+        self.inbox: Dict[int, List[object]] = {i: [] for i in ids}
+        while not self.nodes[1].is_leader():
+            self.deliver(1, [Event.Tick()])
+            self.exchange()
+
+    def deliver(self, node_id: int, events: List[object]) -> int:
+        applied = 0
+        send, apply, message, inbox = Action.Send, Action.Apply, Event.Message, self.inbox
+        for action in self.nodes[node_id].step_many(events):
+            kind = type(action)
+            if kind is send:
+                inbox[action.to].append(message(action.message))
+            elif kind is apply:
+                applied += 1
+        return applied
+
+    def exchange(self) -> int:
+        for i in (2, 3):
+            pending, self.inbox[i] = self.inbox[i], []
+            self.deliver(i, pending)
+        pending, self.inbox[1] = self.inbox[1], []
+        return self.deliver(1, pending)
+
+    def round(self) -> int:
+        """Propose one batch at the leader and carry it to commit and apply."""
+        return self.deliver(1, PROPOSALS) + self.exchange()
+
+
+class StepMany:
+    params = TWINS
+    param_names = ["twin"]
+    number = 1  # each call starts from a fresh leader (setup)
+    repeat = (10, 40, 10.0)
+
+    def setup(self, twin):
+        RaftNode = twin_module("_node", twin).RaftNode
+        self.node = _single_leader(RaftNode)
+        self.cluster = InProcessCluster(RaftNode)
+
+    def time_single_node(self, twin):
+        """16 x step_many(256 proposals): propose -> commit -> apply on a one-node leader."""
+        step_many = self.node.step_many
+        for _ in range(BATCHES):
+            step_many(PROPOSALS)
+
+    def time_three_nodes(self, twin):
+        """16 rounds of 256 proposals replicated to two followers and applied."""
+        cluster = self.cluster
+        for _ in range(BATCHES):
+            cluster.round()
+
+
+class Throughput:
+    """entries/s of the live build (the figures `python -m benchmarks.core` reports)."""
+
+    timeout = 120
+
+    def track_single_node_entries_per_s(self):
+        return core.single_node(0.2)
+
+    track_single_node_entries_per_s.unit = "entries/s"
+
+    def track_three_nodes_entries_per_s(self):
+        return core.three_nodes(0.2)
+
+    track_three_nodes_entries_per_s.unit = "entries/s"
+
+
+class RoundLatency:
+    """Latency of one replication round of 256 proposals in the 3-node in-process workload:
+    leader step_many, both followers, leader again (commit and apply), microseconds."""
+
+    rounds = 400
+
+    def setup(self):
+        from raftfast.node import RaftNode  # the live build
+
+        cluster = InProcessCluster(RaftNode)
+        times = np.empty(self.rounds)
+        clock = time.perf_counter
+        for i in range(self.rounds):
+            start = clock()
+            cluster.round()
+            times[i] = clock() - start
+        self.p50, self.p99 = np.percentile(times * 1e6, [50, 99])
+
+    def track_round_p50_us(self):
+        return float(self.p50)
+
+    track_round_p50_us.unit = "us"
+
+    def track_round_p99_us(self):
+        return float(self.p99)
+
+    track_round_p99_us.unit = "us"
+

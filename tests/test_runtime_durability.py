@@ -1,0 +1,272 @@
+"""Pipelined durability in the runtime: a step's actions wait for its own fsync.
+
+The node's log is wrapped so that its sync() only writes; the fsync runs in a worker thread
+and the step's actions (sends, applies, client replies) are held until it returns, then
+carried out in step order. These tests use a log whose fsync blocks until the test lets it
+go, or fails, and check that nothing escapes early and that a failed fsync stops the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import List
+
+import pytest
+
+from raftfast import Event, MemoryLog, RaftConfig
+from raftfast.errors import StorageError
+from raftfast.kv.local import LocalKVCluster
+from raftfast.kv.server import ServerOptions
+from raftfast.runtime.durability import DeferredSyncLog, SyncWorker, supports_deferred_sync
+from raftfast.runtime.loop import run
+from raftfast.runtime.server import RaftServer
+from raftfast.types import Role
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class GatedLog(MemoryLog):
+    """A MemoryLog with WalLog's split sync, whose fsync (`sync_flushed`) blocks until
+    `release()`, or fails with `fail()`. Counts what it was asked to do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+        self.fsyncs_started = 0
+        self.fsyncs_done = 0
+        self.gate = threading.Semaphore(0)
+        self.error: Exception | None = None
+        self.plain_syncs = 0
+        self.released = 0
+
+    def sync(self) -> None:  # what the node would call without the runtime's wrapper
+        self.plain_syncs += 1
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def sync_flushed(self) -> None:
+        self.fsyncs_started += 1
+        self.gate.acquire()
+        if self.error is not None:
+            raise self.error
+        self.fsyncs_done += 1
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.gate.release()
+
+    def release_started(self) -> None:
+        """Let every fsync started so far complete (and no later one)."""
+        while self.released < self.fsyncs_started:
+            self.released += 1
+            self.gate.release()
+
+    def fail(self) -> None:
+        self.error = StorageError("gated", "sync failed (EIO); the log is unusable")
+        self.gate.release()
+
+
+class RecordingApp:
+    """An Application that records what the server carried out, in order."""
+
+    def __init__(self) -> None:
+        self.events: List[tuple] = []
+        self.queued: List[object] = []
+
+    def drain(self, events):
+        events.extend(self.queued)
+        self.queued.clear()
+
+    def apply(self, index, command):
+        self.events.append(("apply", index, command))
+
+    def read_ready(self, request_id):
+        self.events.append(("read", request_id))
+
+    def read_failed(self, request_id, leader):
+        self.events.append(("read_failed", request_id))
+
+    def rejected(self, event, error):
+        self.events.append(("rejected", event))
+
+    def snapshot(self):
+        return b""
+
+    def restore(self, data):
+        pass
+
+    def role_changed(self, role, term, leader):
+        self.events.append(("role", Role(role), term))
+
+    def flush(self):
+        self.events.append(("flush",))
+
+
+def _config(node_id, peers=()):
+    # no pre-vote: a node alone campaigns for real at once (a pre-vote needs no fsync)
+    return RaftConfig(node_id, peers=peers, election_timeout=(2, 3), heartbeat_interval=1, pre_vote=False)
+
+
+async def _until(predicate, timeout=5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.002)
+
+
+async def _settle(seconds=0.05):
+    await asyncio.sleep(seconds)
+
+
+def test_the_node_gets_a_deferred_log_and_the_worker_does_the_fsyncs():
+    log = GatedLog()
+    assert supports_deferred_sync(log) and not supports_deferred_sync(MemoryLog())
+    server = RaftServer(_config(1), RecordingApp(), log, tick_interval=0.002)
+    assert isinstance(server.node.log, DeferredSyncLog) and server.node.log.wrapped is log
+    plain = RaftServer(_config(1), RecordingApp(), MemoryLog(), tick_interval=0.002)
+    assert not isinstance(plain.node.log, DeferredSyncLog)
+    with pytest.raises(ValueError):
+        RaftServer(_config(1), RecordingApp(), MemoryLog(), pipelined_sync=True)
+
+
+def test_sends_wait_for_the_fsync_of_their_step():
+    """A candidate's RequestVotes depend on its new term and vote being durable: none leaves
+    before the fsync of the step that campaigned returns."""
+
+    async def main():
+        log = GatedLog()
+        server = RaftServer(_config(1, (2, 3)), RecordingApp(), log, tick_interval=0.002)
+        sent: List[tuple] = []
+        server.transport.send = lambda peer, frames: sent.append((peer, len(frames)))
+        await server.start()
+        try:
+            await _until(lambda: log.fsyncs_started >= 1)  # it campaigned; the fsync blocks
+            assert server.node.role == Role.CANDIDATE and server.node.term >= 1
+            await _settle()
+            assert sent == [], "a RequestVote left before its term and vote were durable"
+            assert log.plain_syncs == 0 and log.flushes >= 1
+            log.release()
+            await _until(lambda: len(sent) >= 2)
+            assert {peer for peer, _ in sent} == {2, 3}
+        finally:
+            log.release(100)
+            await server.stop()
+
+    run(main())
+
+
+def test_applies_and_replies_wait_for_the_fsync_and_come_in_step_order():
+    """A one-node cluster commits a proposal as soon as it is in its own log: the Apply may be
+    carried out only after the fsync of that step returns, and held steps come out in order."""
+
+    async def main():
+        log = GatedLog()
+        app = RecordingApp()
+        server = RaftServer(_config(1), app, log, tick_interval=0.002)
+        await server.start()
+        try:
+            # the election: one fsync for the term and vote, one for the no-op entry
+            while not any(e[0] == "role" and e[1] == Role.LEADER for e in app.events):
+                log.release_started()
+                await asyncio.sleep(0.002)
+            await _until(lambda: not server._held)
+            app.events.clear()
+            started = log.fsyncs_started
+            app.queued.append(Event.Propose(b"first"))
+            server.wake()
+            await _until(lambda: log.fsyncs_started == started + 1)
+            app.queued.append(Event.Propose(b"second"))  # waits: an fsync is under way
+            server.wake()
+            await _settle()
+            assert [e for e in app.events if e[0] == "apply"] == [], "applied before the fsync"
+            assert server.node.last_applied >= 1 and server.applied_index < server.node.last_applied
+            log.release()  # the first fsync: "first" may be applied now
+            await _until(lambda: any(e[0] == "apply" for e in app.events))
+            await _until(lambda: log.fsyncs_started == started + 2)  # "second" in the next one
+            await _settle()
+            assert [e[2] for e in app.events if e[0] == "apply"] == [b"first"]
+            log.release()
+            await _until(lambda: [e[2] for e in app.events if e[0] == "apply"] == [b"first", b"second"])
+            assert server.applied_index == server.node.last_applied
+            # every apply was followed by a flush of the replies it produced
+            assert app.events[-1] == ("flush",)
+        finally:
+            log.release(100)
+            await server.stop()
+
+    run(main())
+
+
+def test_a_failed_fsync_stops_the_node_and_nothing_held_is_carried_out():
+    async def main():
+        log = GatedLog()
+        app = RecordingApp()
+        server = RaftServer(_config(1, (2, 3)), app, log, tick_interval=0.002)
+        sent: List[tuple] = []
+        server.transport.send = lambda peer, frames: sent.append((peer, len(frames)))
+        await server.start()
+        await _until(lambda: log.fsyncs_started >= 1)
+        log.fail()
+        with pytest.raises(StorageError, match="sync failed"):
+            await asyncio.wait_for(server.wait_closed(), 5)
+        assert sent == [], "a send whose fsync failed went out"
+        assert isinstance(server.failure, StorageError)
+        started = log.fsyncs_started
+        await _settle()
+        assert log.fsyncs_started == started, "a failed fsync was retried"
+
+    run(main())
+
+
+def test_sync_worker_groups_requests_made_during_an_fsync():
+    async def main():
+        log = GatedLog()
+        loop = asyncio.get_running_loop()
+        synced: List[int] = []
+        worker = SyncWorker(log, loop, synced.append, lambda exc: None)
+        try:
+            assert worker.request() == 1
+            await _until(lambda: log.fsyncs_started == 1)
+            assert [worker.request() for _ in range(3)] == [2, 3, 4]
+            log.release()
+            await _until(lambda: synced == [1])
+            await _until(lambda: log.fsyncs_started == 2)
+            log.release()
+            await _until(lambda: synced == [1, 4])  # one fsync for requests 2..4
+            await _settle()
+            assert log.fsyncs_started == 2
+        finally:
+            log.release(10)
+            worker.stop(5)
+
+    run(main())
+
+
+def test_a_wal_cluster_answers_writes_and_recovers_with_pipelined_fsyncs(tmp_path):
+    """The real thing: WalLog nodes (pipelined by default) serve writes and reads, and every
+    acknowledged write is in each node's WAL after a restart of the whole cluster."""
+    options = ServerOptions(node_id=1, tick_interval=0.005, election_timeout=(10, 20))
+
+    async def main():
+        async with LocalKVCluster(3, data_dir=str(tmp_path), options=options) as cluster:
+            leader = await cluster.wait_leader()
+            assert isinstance(leader.raft.node.log, DeferredSyncLog)
+            async with cluster.client() as kv:
+                await asyncio.gather(*(kv.put(b"k%d" % i, b"v%d" % i) for i in range(500)))
+                assert await kv.get(b"k499") == b"v499"
+            last = leader.raft.node.commit_index
+            await cluster.wait_applied(last)
+            await cluster.stop()
+            for node_id in cluster.ids:
+                await cluster.start_node(node_id)
+            await cluster.wait_leader()
+            async with cluster.client() as kv:
+                assert await kv.get(b"k0") == b"v0" and await kv.get(b"k499") == b"v499"
+            for server in cluster.servers.values():
+                assert server.raft.node.log.last_index() >= last
+
+    run(main())
