@@ -1,9 +1,11 @@
 """KVService: the client port in front of a KVStore replicated by a RaftServer.
 
-Writes: each request is validated on arrival and remembered as pending under its (client id,
-seq); the write frames that arrive in one loop iteration, from every connection, are proposed
-as ONE Raft entry (BATCH_TAG + the frames as received), and each is answered when that entry is
-applied. When this node stops being leader every pending write fails with NOT_LEADER, so the
+Writes: each request is validated on arrival; the write frames that arrive in one loop
+iteration, from every connection, are proposed as ONE Raft entry (BATCH_TAG + the frames as
+received), and each is answered when that entry is applied. What waits for an entry is kept by
+its log index as runs of (connection, number of requests): applying the entry yields one
+response frame per request, in order (the request id is in the frame), and the runs say where
+each goes. No per-write bookkeeping. When this node stops being leader every pending write fails with NOT_LEADER, so the
 client retries at the new leader with the same (client id, seq); the session table makes that
 safe whether or not the first attempt was committed.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from itertools import count
 from typing import Dict, Hashable, List, Optional, Set, Tuple
 
@@ -30,6 +33,7 @@ from ..runtime.server import RaftServer
 from .protocol import (
     ADMIN_OPS,
     BATCH_TAG,
+    NO_VALUE,
     REQUEST,
     Op,
     ProtocolError,
@@ -58,6 +62,8 @@ _MEMBERSHIP = {
     Op.PROMOTE_LEARNER: Event.PromoteLearner,
 }
 _MAX_ENTRY = 4 << 20  # bytes of requests per proposed entry
+_LENGTH_OP_RID = struct.Struct("<IBI")  # the start of a request frame
+_HEAD_BODY = REQUEST.size - 4
 
 
 class KVService:
@@ -70,9 +76,13 @@ class KVService:
         self.address: Optional[Address] = None
         self._server: Optional[asyncio.AbstractServer] = None
         self._connections: Set["_Connection"] = set()
-        self._pending: Dict[Tuple[int, int], Tuple["_Connection", int]] = {}
+        # Write frames received since the last turn, one chunk per run of one connection's
+        # requests, and the runs: [(connection, number of requests)], parallel to the chunks.
         self._writes: List[bytes] = []
+        self._runs: List[Tuple["_Connection", int]] = []
         self._write_bytes = 0
+        # Proposed entries awaiting their apply: log index -> (command, runs).
+        self._proposed: Dict[int, Tuple[bytes, List[Tuple["_Connection", int]]]] = {}
         self._reads: List[Tuple["_Connection", int, bytes]] = []
         self._read_batches: Dict[int, List[Tuple["_Connection", int, bytes]]] = {}
         self._read_ids = count(1)
@@ -105,19 +115,34 @@ class KVService:
     def drain(self, events: List[object]) -> None:
         writes = self._writes
         if writes:
+            runs = self._runs
             self._writes = []
+            self._runs = []
+            # The server steps these events right away: accepted, the proposals take the next
+            # indexes, in order (apply() checks each index holds the command proposed for it).
+            index = self.raft.node.log.last_index() + 1  # type: ignore[union-attr]
+            proposed = self._proposed
             if self._write_bytes <= _MAX_ENTRY:
-                events.append(Event.Propose(BATCH_TAG + b"".join(writes)))
+                command = BATCH_TAG + b"".join(writes)
+                events.append(Event.Propose(command))
+                proposed[index] = (command, runs)
             else:  # keep entries (and so AppendEntries frames) moderate
                 batch: List[bytes] = [BATCH_TAG]
+                batch_runs: List[Tuple["_Connection", int]] = []
                 size = 0
-                for chunk in writes:
+                for chunk, run in zip(writes, runs):
                     if size and size + len(chunk) > _MAX_ENTRY:
-                        events.append(Event.Propose(b"".join(batch)))
-                        batch, size = [BATCH_TAG], 0
+                        command = b"".join(batch)
+                        events.append(Event.Propose(command))
+                        proposed[index] = (command, batch_runs)
+                        index += 1
+                        batch, batch_runs, size = [BATCH_TAG], [], 0
                     batch.append(chunk)
+                    batch_runs.append(run)
                     size += len(chunk)
-                events.append(Event.Propose(b"".join(batch)))
+                command = b"".join(batch)
+                events.append(Event.Propose(command))
+                proposed[index] = (command, batch_runs)
             self._write_bytes = 0
         if self._reads:
             read_id = next(self._read_ids)
@@ -126,17 +151,26 @@ class KVService:
             events.append(Event.Read(read_id))
 
     def apply(self, index: int, command: bytes) -> None:
-        pending = self._pending
-        if not pending:
+        proposed = self._proposed.pop(index, None) if self._proposed else None
+        if proposed is None:
             self.store.apply_batch(command, None)
             return
-        replies: List[tuple] = []
-        self.store.apply_batch(command, replies)
-        pop = pending.pop
-        for cid, seq, (status, body) in replies:
-            waiter = pop((cid, seq), None)
-            if waiter is not None:
-                waiter[0].reply(encode_response(waiter[1], status, body))
+        mine, runs = proposed
+        if mine is not command and mine != command:
+            # another leader's entry took the index: ours was lost (normally answered already,
+            # when leadership moved)
+            self._fail_batch(mine, runs, lambda rid: self._not_leader(rid, self.raft.node.leader))  # type: ignore[union-attr]
+            self.store.apply_batch(command, None)
+            return
+        frames: List[bytes] = []
+        self.store.apply_batch(command, None, frames)
+        if len(runs) == 1:
+            runs[0][0].reply_many(frames)
+            return
+        start = 0
+        for conn, n in runs:
+            conn.reply_many(frames[start : start + n])
+            start += n
 
     def read_ready(self, request_id: Hashable) -> None:
         get = self.store.data.get
@@ -155,15 +189,16 @@ class KVService:
         if type(event) is Event.Read:
             self._fail_reads(self._read_batches.pop(event.request_id, []), leader)
         elif type(event) is Event.Propose:
-            pop = self._pending.pop
-            for cid, seq in _batch_sessions(event.command):
-                waiter = pop((cid, seq), None)
-                if waiter is None:
-                    continue
-                if isinstance(error, NotLeaderError):
-                    waiter[0].reply(self._not_leader(waiter[1], leader))
-                else:
-                    waiter[0].reply(encode_response(waiter[1], _ERROR, str(error).encode()))
+            command = event.command
+            for index, (mine, runs) in list(self._proposed.items()):
+                if mine is command:
+                    del self._proposed[index]
+                    if isinstance(error, NotLeaderError):
+                        self._fail_batch(mine, runs, lambda rid: self._not_leader(rid, leader))
+                    else:
+                        message = str(error).encode()
+                        self._fail_batch(mine, runs, lambda rid: encode_response(rid, _ERROR, message))
+                    break
 
     def snapshot(self) -> bytes:
         return self.store.snapshot()
@@ -177,15 +212,19 @@ class KVService:
     def role_changed(self, role: Role, term: int, leader: Optional[NodeId]) -> None:
         was_leader = self._is_leader
         self._is_leader = role is _LEADER
-        if was_leader and self._pending:
+        if was_leader and not self._is_leader and (self._proposed or self._writes):
             # Entries proposed in the old term may be lost: fail them now, retryable with the
             # same (client id, seq); a retry of one that did commit gets the remembered result.
-            pending = self._pending
-            self._pending = {}
+            batches = list(self._proposed.values())
+            if self._writes:
+                batches.append((BATCH_TAG + b"".join(self._writes), self._runs))
+            self._proposed = {}
+            self._writes, self._runs, self._write_bytes = [], [], 0
+            failed = sum(n for _, runs in batches for _, n in runs)
             logger.info("node %d: no longer leader (term %d): %d pending writes answered NOT_LEADER",
-                        self.raft.id, term, len(pending))  # type: ignore[union-attr]
-            for conn, rid in pending.values():
-                conn.reply(self._not_leader(rid, leader))
+                        self.raft.id, term, failed)  # type: ignore[union-attr]
+            for command, runs in batches:
+                self._fail_batch(command, runs, lambda rid: self._not_leader(rid, leader))
 
     def flush(self) -> None:
         dirty = self._dirty
@@ -198,6 +237,15 @@ class KVService:
 
     def _not_leader(self, rid: int, leader: Optional[NodeId]) -> bytes:
         return encode_not_leader(rid, leader, self.raft.client_address_of(leader))  # type: ignore[union-attr]
+
+    @staticmethod
+    def _fail_batch(command: bytes, runs: List[Tuple["_Connection", int]], reply_for) -> None:
+        """Answer every request of a batch entry with `reply_for(request id)`."""
+        rids = _batch_rids(command)
+        start = 0
+        for conn, n in runs:
+            conn.reply_many([reply_for(rid) for rid in rids[start : start + n]])
+            start += n
 
     def _fail_reads(self, reads: List[Tuple["_Connection", int, bytes]], leader: Optional[NodeId]) -> None:
         for conn, rid, _ in reads:
@@ -265,6 +313,12 @@ class _Connection(asyncio.Protocol):
             self.service._dirty.append(self)
         out.append(frame)
 
+    def reply_many(self, frames: List[bytes]) -> None:
+        out = self.out
+        if not out:
+            self.service._dirty.append(self)
+        out += frames
+
     def flush(self) -> None:
         out = self.out
         if out:
@@ -282,31 +336,49 @@ class _Connection(asyncio.Protocol):
         head = REQUEST.size
         end = len(data)
         pos = 0
+        # writes are taken without a second look only here, at a leader: anything else
+        # (a follower's NOT_LEADER, a bad frame, another op) goes through the checks below
         leader = service._is_leader
+        write_ops = WRITE_OPS if leader else ()
+        head_body = _HEAD_BODY
+        no_value = NO_VALUE
         writes: List[bytes] = []
+        runs: List[Tuple[_Connection, int]] = []
         run_start = -1  # start of the current run of consecutive write frames
+        run_count = 0
         error: Optional[str] = None
         while end - pos >= head:
-            length, op, rid, cid, seq, _ack, klen, vlen, elen = unpack(data, pos)
+            length, op, rid, cid, _seq, _ack, klen, vlen, elen = unpack(data, pos)
+            frame_end = pos + 4 + length
+            if (
+                op in write_ops
+                and cid
+                and length <= max_request
+                and length == head_body + klen + vlen + (0 if elen == no_value else elen)
+            ):  # the usual request: a valid write at the leader
+                if frame_end > end:
+                    break
+                if run_start < 0:
+                    run_start = pos
+                run_count += 1
+                pos = frame_end
+                continue
             try:
                 check_request(length, op, klen, vlen, elen, max_request)
             except ProtocolError as exc:
                 error = str(exc)
                 break
-            frame_end = pos + 4 + length
             if frame_end > end:
                 break
+            if run_start >= 0:
+                writes.append(data[run_start:pos])
+                runs.append((self, run_count))
+                run_start, run_count = -1, 0
             if op in WRITE_OPS:
                 if not leader:
                     self.reply(service._not_leader(rid, service.raft.node.leader))  # type: ignore[union-attr]
-                elif cid == 0:
+                else:  # cid == 0
                     self.reply(encode_response(rid, _ERROR, b"a write needs a non-zero client id"))
-                else:
-                    service._pending[(cid, seq)] = (self, rid)
-                    if run_start < 0:
-                        run_start = pos
-                    pos = frame_end
-                    continue
             elif op == _GET:
                 if leader:
                     service._reads.append((self, rid, data[pos + head : pos + head + klen]))
@@ -316,19 +388,17 @@ class _Connection(asyncio.Protocol):
                 self.reply(encode_response(rid, _OK, service._status(data[pos + head : pos + head + klen])))
             elif op in ADMIN_OPS:
                 service._change_membership(self, rid, op, data[pos + head : pos + head + klen])
-            if run_start >= 0:
-                writes.append(data[run_start:pos])
-                run_start = -1
             pos = frame_end
         if run_start >= 0:
-            writes.append(data[run_start:pos])
+            writes.append(data[run_start:pos] if run_start or pos < end else data)
+            runs.append((self, run_count))
         if error is None and end - pos >= 4 and int.from_bytes(data[pos : pos + 4], "little") > max_request:
             error = f"request of {int.from_bytes(data[pos:pos + 4], 'little')} bytes exceeds the limit of {max_request}"
         self.buffer = data[pos:] if pos < end else b""
         if writes:
-            for chunk in writes:
-                service._writes.append(chunk)
-                service._write_bytes += len(chunk)
+            service._writes += writes
+            service._runs += runs
+            service._write_bytes += sum(map(len, writes))
         if writes or self.out or service._reads:
             service.raft.wake()  # type: ignore[union-attr]
         if error is not None:
@@ -338,12 +408,14 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()  # type: ignore[union-attr]
 
 
-def _batch_sessions(batch: bytes):
-    """(client id, seq) of every request in a batch entry."""
-    unpack = REQUEST.unpack_from
+def _batch_rids(batch: bytes) -> List[int]:
+    """The request id of every request in a batch entry, in order."""
+    unpack = _LENGTH_OP_RID.unpack_from
+    rids = []
     pos = 1
     end = len(batch)
     while pos < end:
-        length, _op, _rid, cid, seq = unpack(batch, pos)[:5]
-        yield cid, seq
+        length, _op, rid = unpack(batch, pos)
+        rids.append(rid)
         pos += 4 + length
+    return rids
