@@ -7,6 +7,7 @@
     raftfast member add|remove|add-learner|promote ID
     raftfast wal inspect DIR
     raftfast bench [--nodes 3] [--clients 64] [--duration 10] [--value-size 64] [--json FILE]
+    raftfast chaos [--nodes 3|5] [--duration S] [--nemesis NAME,...|all] [--seed N] [--runs N]
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage (argparse's convention).
 """
@@ -384,6 +385,24 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+# -- chaos ---------------------------------------------------------------------------------------
+
+
+def _nemeses(text: str) -> List[str]:
+    from .chaos.nemesis import parse_nemeses
+
+    try:
+        return parse_nemeses(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _chaos(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .chaos.command import main as chaos_main
+
+    return chaos_main(args)
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
@@ -477,6 +496,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     _add_targets(bench, "load instead of starting a local cluster")
     bench.set_defaults(handler=_bench, parser=bench)
+
+    chaos = commands.add_parser("chaos", help="fault-inject a local cluster under load and check the history")
+    chaos.add_argument("--nodes", type=int, choices=[3, 5], default=3)
+    chaos.add_argument("--duration", type=_positive_float, default=10.0, help="seconds of load and faults per run (10)")
+    chaos.add_argument("--nemesis", type=_nemeses, default="all", metavar="NAME[,NAME...]|all",
+                       help="faults to inject (default: all; see docs/chaos.md)")
+    chaos.add_argument("--seed", type=_int_at_least(0), default=1, help="seed of the first run (1)")
+    chaos.add_argument("--clients", type=_int_at_least(1), default=5, help="concurrent clients (5)")
+    chaos.add_argument("--keys", type=_int_at_least(1), default=8, help="keys, half append, half register (8)")
+    chaos.add_argument("--history", metavar="FILE", help="write the history here (with --runs: FILE-SEED.EXT)")
+    chaos.add_argument("--runs", type=_int_at_least(1), default=1, help="soak: runs with seeds SEED, SEED+1, ...")
+    chaos.add_argument("--json", metavar="FILE", help="also write every run's result as JSON")
+    chaos.add_argument("-v", "--verbose", action="store_true", help="print what the nemesis does as it does it")
+    chaos.set_defaults(handler=_chaos, parser=chaos)
     return parser
 
 
