@@ -91,14 +91,14 @@ def _register_key(key: str, ops: List[Operation], value: Optional[str]) -> List[
 
 
 def divergence(statuses: Mapping[int, Mapping[str, Any]]) -> List[str]:
-    """Replicas that applied the same index must hold the same state: one sentence per index
-    at which their digests differ."""
+    """Replicas that committed the same log, once quiet, must hold the same state: one
+    sentence per commit index at which their digests differ."""
     by_index: Dict[int, Dict[str, List[int]]] = defaultdict(lambda: defaultdict(list))
     for node, status in sorted(statuses.items()):
-        by_index[status["applied_index"]][status["digest"]].append(node)
+        by_index[status["commit_index"]][status["digest"]].append(node)
     problems = []
     for index, digests in sorted(by_index.items()):
         if len(digests) > 1:
             groups = "; ".join(f"nodes {nodes}: {digest[:12]}" for digest, nodes in digests.items())
-            problems.append(f"replicas diverge at applied index {index}: {groups}")
+            problems.append(f"replicas diverge at commit index {index}: {groups}")
     return problems

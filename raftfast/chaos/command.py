@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         table.add_row(str(r.seed), "netns" if r.netns else "hook", str(len(r.episodes)), str(r.ops),
                       str(r.unknown), {True: "yes", False: "[red]NO[/red]", None: "[yellow]undecided[/yellow]"}[r.linearizable],
                       str(len(r.lost)), str(len(r.diverged)), str(len(r.errors)), f"{r.seconds:.1f}")
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)
     failed = [r for r in results if not r.passed]
     print(f"runs {len(results)}, ops checked {sum(r.ops for r in results)}, "
           f"unknown {sum(r.unknown for r in results)}, "

@@ -142,18 +142,29 @@ class Nemesis:
     def __init__(self, cluster: ChaosCluster, log: Callable[[str], None]) -> None:
         self.cluster = cluster
         self.log = log
-        self.counts: Dict[str, int] = {}
+        self.done: List[Episode] = []  # as carried out: actual start, planned hold
         self._started = 0.0
 
-    async def run(self, episodes: Sequence[Episode], started: float) -> None:
+    async def run(self, episodes: Sequence[Episode], started: float, until: float) -> None:
+        """Play `episodes` from time.monotonic() == `started`; none starts that could not hold
+        its fault until `until`. An episode that heals late (restarts take time) delays the
+        rest, so each keeps its length and the healed gap before it."""
         self._started = started
-        for episode in episodes:
-            await self._sleep_until(episode.start)
+        delay = 0.0
+        for planned in episodes:
+            length = planned.end - planned.start
+            start = max(planned.start + delay, self._now())
+            if started + start + length > until:
+                self.log(f"{self._now():6.2f} s  out of time: {len(episodes) - len(self.done)} episode(s) left out")
+                break
+            await self._sleep_until(start)
+            episode = Episode(planned.nemesis, round(start, 3), round(start + length, 3), planned.seed)
             handler = getattr(self, "_" + episode.nemesis.replace("-", "_"))
             self.log(f"{self._now():6.2f} s  {episode.nemesis}: start")
             await handler(episode, random.Random(episode.seed))
-            self.counts[episode.nemesis] = self.counts.get(episode.nemesis, 0) + 1
+            self.done.append(episode)
             self.log(f"{self._now():6.2f} s  {episode.nemesis}: healed")
+            delay = max(0.0, self._now() - planned.end)
 
     async def heal(self) -> None:
         """Undo every fault: resume, reconnect, restart every member that is down."""

@@ -49,7 +49,7 @@ class ChaosConfig:
 @dataclass
 class ChaosResult:
     seed: int
-    episodes: List[str]
+    episodes: List[str]  # the episodes carried out
     history: str  # the history file
     data_dir: Optional[str]  # kept (node logs, WALs) when the run failed
     ops: int = 0
@@ -97,7 +97,7 @@ async def _run(config: ChaosConfig, progress: Callable[[str], None]) -> ChaosRes
         os.remove(history_path)
     episodes = schedule(config.nemeses, config.duration, config.seed)
     use_netns = any(e.nemesis == "netns-partition" for e in episodes)
-    result = ChaosResult(config.seed, [str(e) for e in episodes], history_path, data_dir, netns=use_netns)
+    result = ChaosResult(config.seed, [], history_path, data_dir, netns=use_netns)
 
     def log(line: str) -> None:
         result.log.append(line)
@@ -115,10 +115,9 @@ async def _run(config: ChaosConfig, progress: Callable[[str], None]) -> ChaosRes
         cluster.stop()
     _judge(result, config)
     result.seconds = time.monotonic() - started
-    if result.passed:
-        if config.history is not None:
-            result.data_dir = None
+    if result.passed:  # keep nothing but a history the caller asked for
         shutil.rmtree(data_dir, ignore_errors=True)
+        result.data_dir = None
         if config.history is None:
             result.history = ""
     return result
@@ -132,7 +131,10 @@ async def _drive(cluster: ChaosCluster, writer: HistoryWriter, config: ChaosConf
     if await _wait_for_leader(cluster, 20.0) is None:
         raise TimeoutError("no leader was elected within 20 s of starting")
     t0 = time.monotonic()
-    await asyncio.gather(workload.run(t0 + config.duration), nemesis.run(episodes, t0))
+    try:
+        await asyncio.gather(workload.run(t0 + config.duration), nemesis.run(episodes, t0, t0 + config.duration))
+    finally:
+        result.episodes = [str(e) for e in nemesis.done]
     log(f"{time.monotonic() - t0:6.2f} s  workload done ({workload.ops} ops); healing")
     await nemesis.heal()
     statuses = await _converge(cluster, nemesis, config.converge_timeout, result, "of healing")
@@ -146,8 +148,8 @@ async def _drive(cluster: ChaosCluster, writer: HistoryWriter, config: ChaosConf
     if statuses is None:
         return
     result.diverged = divergence(statuses)
-    log(f"{time.monotonic() - t0:6.2f} s  converged: members {sorted(statuses)} at applied index "
-        f"{max(s['applied_index'] for s in statuses.values())}")
+    log(f"{time.monotonic() - t0:6.2f} s  converged: members {sorted(statuses)} at commit index "
+        f"{max(s['commit_index'] for s in statuses.values())}")
     history = load_history(result.history)
     result.lost = lost_writes(history, final)
 
@@ -164,22 +166,33 @@ async def _wait_for_leader(cluster: ChaosCluster, timeout: float):
 
 async def _converge(cluster: ChaosCluster, nemesis: Nemesis, timeout: float,
                     result: ChaosResult, what: str) -> Optional[Dict[int, Dict[str, Any]]]:
-    """The members' statuses once they all answer and have applied the leader's commit index
-    (the same index everywhere); None, with an error naming every node's state, if that does
-    not happen within `timeout`."""
+    """The members' statuses once they are quiet (every member answers and has committed the
+    leader's whole log) and report the same state digest. Quiet but still different at the
+    deadline: those statuses, for `divergence` to report. Never quiet: None, with an error
+    naming every node's state.
+
+    `applied_index` is not compared: it counts only entries handed to the application (not
+    no-ops or configuration entries), and a node restored from a snapshot reports the
+    snapshot's index, so equal states may carry different labels.
+    """
     deadline = time.monotonic() + timeout
+    quiet: Optional[Dict[int, Dict[str, Any]]] = None
     while True:
         members = await nemesis.members()
         statuses = await cluster.statuses()
-        leader = [s for s in statuses.values() if s["role"] == "leader"]
-        if leader and all(i in statuses for i in members):
-            commit = max(leader, key=lambda s: s["term"])["commit_index"]
+        leaders = [s for s in statuses.values() if s["role"] == "leader"]
+        if leaders and all(i in statuses for i in members):
+            last = max(leaders, key=lambda s: s["term"])["last_index"]
             wanted = {i: statuses[i] for i in members}
-            if all(s["applied_index"] == commit for s in wanted.values()):
-                return wanted
+            if all(s["commit_index"] == s["last_index"] == last for s in wanted.values()):
+                quiet = wanted
+                if len({s["digest"] for s in wanted.values()}) == 1:
+                    return wanted
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
+    if quiet is not None:
+        return quiet
     states = "; ".join(
         f"node {n.id}: " + (f"{s['role']} term {s['term']} commit {s['commit_index']} applied "
                             f"{s['applied_index']} last {s['last_index']} members {s['members']}"
