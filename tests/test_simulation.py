@@ -44,7 +44,8 @@ def test_random_seeds(case):
         try:
             run_random(seed, STEPS, nodes)
         except Exception as failure:
-            pytest.fail(f"{failure}\nreplay: {replay_command(seed, nodes, STEPS)}")
+            replay = replay_command(seed, nodes, STEPS)
+            raise AssertionError(f"seed {seed}: {failure}\nreplay: {replay}") from failure
 
 
 def test_same_seed_same_trace():
