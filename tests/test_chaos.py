@@ -12,6 +12,7 @@ import pytest
 
 from raftfast.chaos import ChaosConfig, run_chaos
 from raftfast.chaos.checks import divergence, lost_writes, tokens
+from raftfast.chaos.cluster import ChaosCluster
 from raftfast.chaos.nemesis import ELECTION_TIMEOUT_MAX, NEMESES, bridge, isolate, parse_nemeses, schedule, split
 from raftfast.chaos.netns import available as netns_available
 from raftfast.cli import main as cli_main
@@ -221,6 +222,18 @@ def test_fault_hook_keeps_its_faults_on_a_bad_file(tmp_path):
     path.unlink()
     hook.reload()
     assert server.transport.blocked == {2}
+
+
+def test_a_node_that_exits_on_its_own_is_a_crash(tmp_path):
+    cluster = ChaosCluster(3, str(tmp_path))
+    node = cluster.nodes[1]
+    node.process = SimpleNamespace(poll=lambda: -9, returncode=-9)  # our SIGKILL
+    cluster.check_exit(node)
+    assert cluster.crashes == []
+    node.process = SimpleNamespace(poll=lambda: 1, returncode=1)
+    cluster.check_exit(node)
+    assert cluster.crashes == [f"node 1 exited on its own with code 1; see {node.log_path}"]
+    assert node.process is None  # reported once
 
 
 # -- the command -----------------------------------------------------------------------------------

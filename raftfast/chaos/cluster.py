@@ -90,6 +90,7 @@ class ChaosCluster:
                                           Address("127.0.0.1", ports[2 * k + 1]),
                                           os.path.join(data_dir, f"node-{i}"))
         self._transfers = 0
+        self.crashes: List[str] = []  # nodes that exited without being killed
         self._env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.abspath(raftfast.__file__)))
         self._env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, self._env.get("PYTHONPATH"))))
@@ -122,6 +123,7 @@ class ChaosCluster:
 
     def spawn(self, node: ChaosNode) -> None:
         assert not node.running, f"node {node.id} is already running"
+        self.check_exit(node)
         os.makedirs(node.data_dir, exist_ok=True)
         self._write_faults(node)
         env = dict(self._env, **{FAULTS_ENV: node.fault_path})
@@ -129,6 +131,13 @@ class ChaosCluster:
             node.process = subprocess.Popen(self.command(node), stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         node.paused = False
+
+    def check_exit(self, node: ChaosNode) -> None:
+        """Record it if `node` exited on its own: only SIGKILL, ours, may stop a node."""
+        process = node.process
+        if process is not None and process.poll() is not None and process.returncode != -signal.SIGKILL:
+            self.crashes.append(f"node {node.id} exited on its own with code {process.returncode}; see {node.log_path}")
+            node.process = None
 
     async def wait_ready(self, node: ChaosNode, timeout: float = 20.0) -> None:
         """Until `node` accepts clients; then it has read its fault file and handles SIGUSR1."""
@@ -178,6 +187,7 @@ class ChaosCluster:
 
     def stop(self) -> None:
         for node in self.nodes.values():
+            self.check_exit(node)
             self.resume(node)
             self.kill(node)
         if self.namespaces is not None:

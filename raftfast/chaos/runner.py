@@ -113,6 +113,7 @@ async def _run(config: ChaosConfig, progress: Callable[[str], None]) -> ChaosRes
     finally:
         writer.close()
         cluster.stop()
+        result.errors.extend(cluster.crashes)
     _judge(result, config)
     result.seconds = time.monotonic() - started
     if result.passed:  # keep nothing but a history the caller asked for
