@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections import Counter
 from typing import List
 
 from .nemesis import NEMESES
@@ -48,6 +49,8 @@ def main(args: argparse.Namespace) -> int:
                       str(r.unknown), {True: "yes", False: "[red]NO[/red]", None: "[yellow]undecided[/yellow]"}[r.linearizable],
                       str(len(r.lost)), str(len(r.diverged)), str(len(r.errors)), f"{r.seconds:.1f}")
     Console(width=max(Console().width, 110)).print(table)
+    played = Counter(line.split()[-1] for r in results for line in r.episodes)  # "start- end s name"
+    print("episodes per nemesis: " + ", ".join(f"{name} {played[name]}" for name in nemeses))
     failed = [r for r in results if not r.passed]
     print(f"runs {len(results)}, ops checked {sum(r.ops for r in results)}, "
           f"unknown {sum(r.unknown for r in results)}, "
