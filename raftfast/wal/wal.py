@@ -30,6 +30,9 @@ from .snapshots import parse_snapshot_name, write_snapshot
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
 MIN_SEGMENT_BYTES = 4096
+FIRST_SEGMENT_BYTES = 1 << 20
+"""A new log's first segment; each next one doubles, up to `segment_bytes`, so a small log
+never zero-fills 64 MiB and a big one soon has full-size segments."""
 LOCK_NAME = "LOCK"
 
 _FLUSH_BYTES = 1 << 20
@@ -66,7 +69,7 @@ class WalLog:
     def open(cls, path: "str | os.PathLike[str]", *, segment_bytes: int = DEFAULT_SEGMENT_BYTES, io: Optional[FileIO] = None) -> "WalLog":
         """Open (creating if needed) the WAL in directory `path` and recover its state.
 
-        `segment_bytes` is the size of new segment files. Raises StorageError if the directory
+        `segment_bytes` is the size segment files grow to. Raises StorageError if the directory
         is corrupt, unreadable, or already open (by this process or another).
         """
         if segment_bytes < MIN_SEGMENT_BYTES:
@@ -110,9 +113,10 @@ class WalLog:
                 self._unlink(name)
             if not rec.segments:
                 preamble = self._preamble(1, 0)
-                prepare_segment(io, directory, 1, segment_bytes)
+                size = min(segment_bytes, FIRST_SEGMENT_BYTES)
+                prepare_segment(io, directory, 1, size)
                 install_segment(io, directory, 1, preamble)
-                rec.segments, rec.end, rec.size = [SegmentInfo(1, segment_name(1), 0)], len(preamble), segment_bytes
+                rec.segments, rec.end, rec.size = [SegmentInfo(1, segment_name(1), 0)], len(preamble), size
             active = rec.segments[-1]
             self._fd = io.open_rw(os.path.join(directory, active.name))
         except OSError as e:
@@ -393,7 +397,7 @@ class WalLog:
             self._pos += len(buf)
             buf.clear()
             if self._spare is None and 2 * self._pos > self._size:
-                self._spare = _Spare(self._io, self._dir, self._seq + 1, self._segment_bytes)
+                self._spare = _Spare(self._io, self._dir, self._seq + 1, self._next_size())
 
     def _sync_segment(self) -> None:
         self._flush()
@@ -407,6 +411,9 @@ class WalLog:
         header = fmt.Header(seq, prev_end, self._high_water, self._logged_last, snap_index, snap_term, self._hard)
         return fmt.frame(fmt.HEADER, 0, fmt.header_payload(header))
 
+    def _next_size(self) -> int:
+        return min(self._segment_bytes, 2 * self._size)
+
     def _rotate(self, need: int) -> None:
         """Seal the active segment and start the next one, which must fit `need` more bytes."""
         # The old segment is durable before the new one exists: only the last segment may
@@ -414,7 +421,7 @@ class WalLog:
         self._sync_segment()
         seq = self._seq + 1
         preamble = self._preamble(seq, self._pos)
-        size = max(self._segment_bytes, len(preamble) + need)
+        size = max(self._next_size(), len(preamble) + need)
         spare, self._spare = self._spare, None
         if spare is not None:
             spare.wait()
