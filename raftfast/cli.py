@@ -113,7 +113,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         client_port=args.client_port, tick_interval=args.tick_ms / 1000.0,
         election_timeout=args.election_timeout, heartbeat_interval=args.heartbeat,
         snapshot_threshold=args.snapshot_threshold, join=args.join,
-        max_request=args.max_request,
+        max_request=args.max_request, pipelined_sync=args.sync == "pipelined",
     )
     try:
         server = KVServer(options)
@@ -427,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="entries applied between snapshots (20000; 0 disables)")
     serve.add_argument("--max-request", type=_int_at_least(64), default=1 << 20,
                        help="largest client request in bytes")
+    serve.add_argument("--sync", choices=["pipelined", "inline"], default="pipelined",
+                       help="pipelined: fsyncs run in a worker thread while the loop goes on, each "
+                            "step's actions held until its fsync returns; inline: the loop waits")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve, parser=serve)
 

@@ -270,3 +270,19 @@ def test_a_wal_cluster_answers_writes_and_recovers_with_pipelined_fsyncs(tmp_pat
                 assert server.raft.node.log.last_index() >= last
 
     run(main())
+
+
+def test_inline_sync_can_be_chosen(tmp_path):
+    from raftfast.kv.server import KVServer
+    from raftfast.runtime.address import Address
+    from raftfast.wal import WalLog
+
+    peers = {1: Address("127.0.0.1", 0)}
+    inline = KVServer(ServerOptions(node_id=1, peers=peers, data_dir=str(tmp_path / "a"), pipelined_sync=False))
+    piped = KVServer(ServerOptions(node_id=1, peers=peers, data_dir=str(tmp_path / "b")))
+    try:
+        assert isinstance(inline.raft.node.log, WalLog)
+        assert isinstance(piped.raft.node.log, DeferredSyncLog)
+    finally:
+        inline.raft.node.log.close()
+        piped.raft.node.log.close()

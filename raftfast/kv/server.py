@@ -44,6 +44,7 @@ class ServerOptions:
     max_request: int = 1 << 20
     max_frame: int = framing.MAX_FRAME
     queue_bytes: int = 16 << 20
+    pipelined_sync: Optional[bool] = None  # fsyncs in a worker thread (None: when the log can)
     raft: Dict[str, Any] = field(default_factory=dict)  # more RaftConfig knobs
 
     def raft_config(self) -> RaftConfig:
@@ -69,6 +70,7 @@ class KVServer:
             peers={k: a for k, a in options.peers.items() if a.port},  # port 0: not known yet
             tick_interval=options.tick_interval, max_frame=options.max_frame,
             queue_bytes=options.queue_bytes,
+            pipelined_sync=options.pipelined_sync if options.data_dir is not None else None,
         )
         self.service.attach(self.raft)
 
