@@ -325,7 +325,8 @@ class _Connection(asyncio.Protocol):
             self.out = []
             transport = self.transport
             if not transport.is_closing():  # type: ignore[union-attr]
-                transport.writelines(out)  # type: ignore[union-attr]
+                # one joined buffer: cheaper than writelines over many 9-byte frames
+                transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         if self.buffer:
