@@ -16,17 +16,12 @@ from array import array
 from itertools import accumulate
 from typing import Dict, List, Optional, Tuple
 
-from .protocol import BATCH_TAG, NO_VALUE, REQUEST, RESPONSE, Op, Status
+from ._apply import apply_batch
 
 __all__ = ["KVStore", "Result", "SnapshotFormatError"]
 
 Result = Tuple[int, bytes]
 """(status, body) of an applied write."""
-
-_OK: Result = (Status.OK, b"")
-_CAS_FAILED: Result = (Status.CAS_FAILED, b"")
-_STALE: Result = (Status.ERROR, b"stale sequence number: the client already acknowledged its reply")
-_PUT, _DELETE, _CAS, _APPEND = Op.PUT, Op.DELETE, Op.CAS, Op.APPEND
 
 _SNAPSHOT_MAGIC = b"RFKV"
 _SNAPSHOT_VERSION = 1
@@ -55,87 +50,7 @@ class KVStore:
         """Apply a batch entry (BATCH_TAG + write request frames). When `replies` is a list,
         append (client id, seq, result) for every request, in order; when `frames` is, append
         the response frame for every request instead (its request id, status and body)."""
-        if batch[:1] != BATCH_TAG:
-            return  # not ours (an empty command, say): nothing to apply
-        data = self.data
-        sessions = self.sessions
-        unpack = REQUEST.unpack_from
-        pack_response = RESPONSE.pack
-        head = REQUEST.size
-        end = len(batch)
-        put = _PUT
-        pos = 1
-        last_cid = -1
-        session: Optional[list] = None
-        floor = 0
-        results: Dict[int, Result] = {}
-        while pos < end:
-            length, op, rid, cid, seq, ack, klen, vlen, elen = unpack(batch, pos)
-            kpos = pos + head
-            pos += 4 + length
-            if cid != last_cid:  # a batch holds runs of one client's requests
-                if session is not None:
-                    session[0] = floor
-                last_cid = cid
-                session = sessions.pop(cid, None)
-                if session is None:
-                    session = [0, {}]
-                    if len(sessions) >= self.max_sessions:
-                        del sessions[next(iter(sessions))]
-                sessions[cid] = session  # most recently active last
-                floor = session[0]
-                results = session[1]
-            if seq < floor:
-                result = _STALE
-            else:
-                result = results.get(seq)
-                if result is None:
-                    vpos = kpos + klen
-                    if op == put:
-                        data[batch[kpos:vpos]] = batch[vpos : vpos + vlen]
-                        result = _OK
-                    else:
-                        result = self._apply_other(op, batch[kpos:vpos], batch, vpos, vlen, elen)
-                    results[seq] = result
-            if ack > floor:  # forget the results the client acknowledged (seq < ack)
-                if ack - floor <= 8:  # the usual step: a few results
-                    pop = results.pop
-                    while floor < ack:
-                        pop(floor, None)
-                        floor += 1
-                else:
-                    session[0] = floor  # type: ignore[index]
-                    _forget(session, ack)  # type: ignore[arg-type]
-                    results = session[1]  # type: ignore[index]
-                    floor = ack
-            if frames is not None:
-                status, body = result
-                frames.append(pack_response(5 + len(body), rid, status) + body if body else pack_response(5, rid, status))
-            elif replies is not None:
-                replies.append((cid, seq, result))
-        if session is not None:
-            session[0] = floor
-
-    def _apply_other(self, op: int, key: bytes, batch: bytes, vpos: int, vlen: int, elen: int) -> Result:
-        """DELETE, APPEND and CAS (PUT is inlined in apply_batch)."""
-        data = self.data
-        if op == _DELETE:
-            data.pop(key, None)
-            return _OK
-        if op == _APPEND:
-            data[key] = data.get(key, b"") + batch[vpos : vpos + vlen]
-            return _OK
-        # cas
-        current = data.get(key)
-        if elen == NO_VALUE:
-            matches = current is None
-        else:
-            epos = vpos + vlen
-            matches = current == batch[epos : epos + elen]
-        if matches:
-            data[key] = batch[vpos : vpos + vlen]
-            return _OK
-        return _CAS_FAILED
+        apply_batch(self.data, self.sessions, self.max_sessions, batch, replies, frames)
 
     def digest(self) -> str:
         """A hash of the applied state (keys, values and sessions), independent of insertion
@@ -216,18 +131,6 @@ class KVStore:
             raise SnapshotFormatError(f"truncated snapshot: {exc}") from None
         self.data = dict(zip(keys, values))
         self.sessions = sessions
-
-
-def _forget(session: list, ack: int) -> None:
-    """Drop results the client acknowledged (seq < ack)."""
-    floor, results = session
-    if ack - floor <= len(results):
-        pop = results.pop
-        for seq in range(floor, ack):
-            pop(seq, None)
-    else:  # a large jump: filtering is cheaper than walking the gap
-        session[1] = {seq: r for seq, r in results.items() if seq >= ack}
-    session[0] = ack
 
 
 def _split(buffer: bytes, start: int, lengths: array) -> List[bytes]:

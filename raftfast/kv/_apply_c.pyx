@@ -1,0 +1,176 @@
+# cython: language_level=3
+"""Compiled `apply_batch`: the twin of `_apply_py`, same results and errors.
+
+The request heads are read straight from the batch bytes; keys, values and response frames
+are built with one allocation each. Sessions and results live in the same Python dicts as in
+the pure twin (the snapshot code reads them).
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+import struct
+
+from .protocol import Op, Status
+
+OK = (int(Status.OK), b"")
+CAS_FAILED = (int(Status.CAS_FAILED), b"")
+STALE = (int(Status.ERROR), b"stale sequence number: the client already acknowledged its reply")
+
+DEF HEAD = 43  # REQUEST.size
+DEF NO_VALUE = 0xFFFFFFFF
+
+cdef int _PUT = Op.PUT
+cdef int _DELETE = Op.DELETE
+cdef int _APPEND = Op.APPEND
+cdef object _OK = OK
+cdef object _CAS_FAILED = CAS_FAILED
+cdef object _STALE = STALE
+
+
+cdef inline uint16_t _u16(const uint8_t* p) noexcept nogil:
+    return <uint16_t>p[0] | (<uint16_t>p[1] << 8)
+
+
+cdef inline uint32_t _u32(const uint8_t* p) noexcept nogil:
+    return <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef inline uint64_t _u64(const uint8_t* p) noexcept nogil:
+    return <uint64_t>_u32(p) | (<uint64_t>_u32(p + 4) << 32)
+
+
+cdef inline bytes _slice(const uint8_t* buf, Py_ssize_t end, Py_ssize_t start, Py_ssize_t n):
+    """buf[start:start+n] with Python's slice clamping."""
+    if start > end:
+        start = end
+    if n > end - start:
+        n = end - start
+    if n < 0:
+        n = 0
+    return PyBytes_FromStringAndSize(<const char*>buf + start, n)
+
+
+cdef bytes _frame(uint32_t rid, object result):
+    """RESPONSE.pack(5 + len(body), rid, status) + body."""
+    cdef object status = result[0]
+    cdef bytes body = result[1]
+    cdef Py_ssize_t blen = PyBytes_GET_SIZE(body)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 9 + blen)
+    cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(out)
+    cdef uint32_t length = <uint32_t>(5 + blen)
+    cdef int s = status
+    p[0] = length & 0xFF
+    p[1] = (length >> 8) & 0xFF
+    p[2] = (length >> 16) & 0xFF
+    p[3] = (length >> 24) & 0xFF
+    p[4] = rid & 0xFF
+    p[5] = (rid >> 8) & 0xFF
+    p[6] = (rid >> 16) & 0xFF
+    p[7] = (rid >> 24) & 0xFF
+    p[8] = <uint8_t>s
+    if blen:
+        memcpy(p + 9, PyBytes_AS_STRING(body), blen)
+    return out
+
+
+cdef object _apply_other(dict data, int op, bytes key, const uint8_t* buf, Py_ssize_t end,
+                         Py_ssize_t vpos, Py_ssize_t vlen, uint32_t elen):
+    cdef object current
+    if op == _DELETE:
+        data.pop(key, None)
+        return _OK
+    if op == _APPEND:
+        data[key] = data.get(key, b"") + _slice(buf, end, vpos, vlen)
+        return _OK
+    current = data.get(key)
+    if elen == NO_VALUE:
+        matches = current is None
+    else:
+        matches = current == _slice(buf, end, vpos + vlen, elen)
+    if matches:
+        data[key] = _slice(buf, end, vpos, vlen)
+        return _OK
+    return _CAS_FAILED
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def apply_batch(dict data, dict sessions, Py_ssize_t max_sessions, bytes batch, list replies, list frames=None):
+    """Apply a batch entry (BATCH_TAG + write request frames) to `data` and `sessions` (client
+    id -> [floor, {seq: result}], least recently active first, at most `max_sessions`). When
+    `replies` is a list, append (client id, seq, result) for every request, in order; when
+    `frames` is, append each request's response frame instead."""
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(batch)
+    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(batch)
+    cdef Py_ssize_t pos = 1, kpos, vpos
+    cdef const uint8_t* h
+    cdef uint32_t length, rid, vlen, elen
+    cdef uint16_t klen
+    cdef int op
+    cdef uint64_t cid, seq, ack, floor = 0, last_cid = 0, s
+    cdef bint have_session = False
+    cdef list session = None
+    cdef dict results = None
+    cdef object result, pyseq
+    if end < 1 or buf[0] != 1:  # BATCH_TAG
+        return
+    while pos < end:
+        if end - pos < HEAD:
+            raise struct.error(f"unpack_from requires a buffer of at least {pos + HEAD} bytes for "
+                               f"unpacking {HEAD} bytes at offset {pos} (actual buffer size is {end})")
+        h = buf + pos
+        length = _u32(h)
+        op = h[4]
+        rid = _u32(h + 5)
+        cid = _u64(h + 9)
+        seq = _u64(h + 17)
+        ack = _u64(h + 25)
+        klen = _u16(h + 33)
+        vlen = _u32(h + 35)
+        elen = _u32(h + 39)
+        kpos = pos + HEAD
+        pos += 4 + <Py_ssize_t>length
+        if not have_session or cid != last_cid:  # a batch holds runs of one client's requests
+            if have_session:
+                session[0] = floor
+            have_session = True
+            last_cid = cid
+            session = sessions.pop(cid, None)
+            if session is None:
+                session = [0, {}]
+                if len(sessions) >= max_sessions:
+                    del sessions[next(iter(sessions))]
+            sessions[cid] = session  # most recently active last
+            floor = session[0]
+            results = session[1]
+        if seq < floor:
+            result = _STALE
+        else:
+            pyseq = seq
+            result = results.get(pyseq)
+            if result is None:
+                vpos = kpos + klen
+                if op == _PUT:
+                    data[_slice(buf, end, kpos, klen)] = _slice(buf, end, vpos, vlen)
+                    result = _OK
+                else:
+                    result = _apply_other(data, op, _slice(buf, end, kpos, klen), buf, end, vpos, vlen, elen)
+                results[pyseq] = result
+        if ack > floor:  # forget the results the client acknowledged (seq < ack)
+            if ack - floor <= 8 or ack - floor <= <uint64_t>len(results):
+                while floor < ack:
+                    results.pop(floor, None)
+                    floor += 1
+            else:  # a large jump: filtering is cheaper than walking the gap
+                results = {k: r for k, r in results.items() if k >= ack}
+                session[1] = results
+                floor = ack
+        if frames is not None:
+            frames.append(_frame(rid, result))
+        elif replies is not None:
+            replies.append((cid, seq, result))
+    if have_session:
+        session[0] = floor

@@ -1,0 +1,112 @@
+"""Applying a batch entry to the key-value state machine: the pure twin of `_apply_c`.
+
+`apply_batch(data, sessions, max_sessions, batch, replies, frames)` is `KVStore.apply_batch`
+over the store's dicts (see `raftfast.kv.store`): the one loop every replica runs for every
+write, so it has a compiled twin with the same results and errors.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from .protocol import BATCH_TAG, NO_VALUE, REQUEST, RESPONSE, Op, Status
+
+__all__ = ["OK", "CAS_FAILED", "STALE", "apply_batch"]
+
+Result = Tuple[int, bytes]
+
+OK: Result = (Status.OK, b"")
+CAS_FAILED: Result = (Status.CAS_FAILED, b"")
+STALE: Result = (Status.ERROR, b"stale sequence number: the client already acknowledged its reply")
+_PUT, _DELETE, _APPEND = int(Op.PUT), int(Op.DELETE), int(Op.APPEND)
+
+
+def apply_batch(data: Dict[bytes, bytes], sessions: Dict[int, list], max_sessions: int, batch: bytes,
+                replies: Optional[List[tuple]], frames: Optional[List[bytes]] = None) -> None:
+    """Apply a batch entry (BATCH_TAG + write request frames) to `data` and `sessions` (client
+    id -> [floor, {seq: result}], least recently active first, at most `max_sessions`). When
+    `replies` is a list, append (client id, seq, result) for every request, in order; when
+    `frames` is, append each request's response frame instead."""
+    if batch[:1] != BATCH_TAG:
+        return  # not ours (an empty command, say): nothing to apply
+    unpack = REQUEST.unpack_from
+    pack_response = RESPONSE.pack
+    head = REQUEST.size
+    end = len(batch)
+    put = _PUT
+    pos = 1
+    last_cid = -1
+    session: Optional[list] = None
+    floor = 0
+    results: Dict[int, Result] = {}
+    while pos < end:
+        length, op, rid, cid, seq, ack, klen, vlen, elen = unpack(batch, pos)
+        kpos = pos + head
+        pos += 4 + length
+        if cid != last_cid:  # a batch holds runs of one client's requests
+            if session is not None:
+                session[0] = floor
+            last_cid = cid
+            session = sessions.pop(cid, None)
+            if session is None:
+                session = [0, {}]
+                if len(sessions) >= max_sessions:
+                    del sessions[next(iter(sessions))]
+            sessions[cid] = session  # most recently active last
+            floor = session[0]
+            results = session[1]
+        if seq < floor:
+            result = STALE
+        else:
+            result = results.get(seq)
+            if result is None:
+                vpos = kpos + klen
+                if op == put:
+                    data[batch[kpos:vpos]] = batch[vpos : vpos + vlen]
+                    result = OK
+                else:
+                    result = _apply_other(data, op, batch[kpos:vpos], batch, vpos, vlen, elen)
+                results[seq] = result
+        if ack > floor:  # forget the results the client acknowledged (seq < ack)
+            if ack - floor <= 8:  # the usual step: a few results
+                pop = results.pop
+                while floor < ack:
+                    pop(floor, None)
+                    floor += 1
+            else:
+                if ack - floor <= len(results):
+                    pop = results.pop
+                    for old in range(floor, ack):
+                        pop(old, None)
+                else:  # a large jump: filtering is cheaper than walking the gap
+                    results = {s: r for s, r in results.items() if s >= ack}
+                    session[1] = results  # type: ignore[index]
+                floor = ack
+        if frames is not None:
+            status, body = result
+            frames.append(pack_response(5 + len(body), rid, status) + body if body else pack_response(5, rid, status))
+        elif replies is not None:
+            replies.append((cid, seq, result))
+    if session is not None:
+        session[0] = floor
+
+
+def _apply_other(data: Dict[bytes, bytes], op: int, key: bytes, batch: bytes, vpos: int, vlen: int, elen: int) -> Result:
+    """DELETE, APPEND and CAS (PUT is inlined in apply_batch)."""
+    if op == _DELETE:
+        data.pop(key, None)
+        return OK
+    if op == _APPEND:
+        data[key] = data.get(key, b"") + batch[vpos : vpos + vlen]
+        return OK
+    # cas
+    current = data.get(key)
+    if elen == NO_VALUE:
+        matches = current is None
+    else:
+        epos = vpos + vlen
+        matches = current == batch[epos : epos + elen]
+    if matches:
+        data[key] = batch[vpos : vpos + vlen]
+        return OK
+    return CAS_FAILED
