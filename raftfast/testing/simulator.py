@@ -467,10 +467,14 @@ class Cluster:
     # -- liveness --------------------------------------------------------------------------
 
     def settle(self, budget: int = 300) -> RaftNode:
-        """Heal, resume and restart every node, and run until a leader is authoritative (its
-        configuration is the cluster's for good); raises LivenessFailure if that takes more
-        than `budget` ticks. Some voters may still be catching up; the cluster must cope."""
+        """Heal, resume and restart every node, make the network timely, and run until a
+        leader is authoritative (its configuration is the cluster's for good); raises
+        LivenessFailure if that takes more than `budget` ticks. Some voters may still be
+        catching up; the cluster must cope."""
         self.heal()
+        # Raft promises liveness only when messages arrive well within an election timeout
+        # (§5.6); messages may still be dropped and duplicated, but no longer held back.
+        self.network.reorder = 0.0
         self._paused.clear()
         for nid in sorted(self.down):
             self.restart(nid)
