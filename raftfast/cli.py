@@ -6,7 +6,7 @@
     raftfast status
     raftfast member add|remove|add-learner|promote ID
     raftfast wal inspect DIR
-    raftfast bench [--nodes 3] [--clients 64] [--duration 10] [--value-size 64] [--json FILE]
+    raftfast bench [--nodes 3] [--clients 64] [--duration 10] [--value-size 64] [--json FILE] [--plot FILE.png]
     raftfast chaos [--nodes 3|5] [--duration S] [--nemesis NAME,...|all] [--seed N] [--runs N]
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage (argparse's convention).
@@ -333,6 +333,12 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from .kv.bench import BenchConfig, run_bench
 
+    if args.plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # say so before a long run, not after
+            print("raftfast bench: --plot needs matplotlib: pip install 'raftfast[bench]'", file=sys.stderr)
+            return 1
     if args.one_at_a_time:
         config = BenchConfig.one_at_a_time(
             nodes=args.nodes, duration=args.duration, warmup=args.warmup,
@@ -382,6 +388,15 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result.to_dict(), f, indent=2)
+    if args.plot:
+        from .kv.plot import plot_bench
+
+        try:
+            plot_bench(result, args.plot)
+        except (RuntimeError, OSError) as exc:
+            console.print(f"[red]raftfast bench: no plot:[/red] {exc}")
+            return 1
+        console.print(f"plot written to {args.plot}")
     return 0
 
 
@@ -497,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one client, one write in flight: the latency measurement")
     bench.add_argument("--data-dir", help="where the local cluster keeps its WALs (default: a temporary dir)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--plot", metavar="FILE.png",
+                       help="also write a PNG of throughput over time and the latency distribution (matplotlib)")
     _add_targets(bench, "load instead of starting a local cluster")
     bench.set_defaults(handler=_bench, parser=bench)
 
