@@ -103,7 +103,8 @@ def test_network_delivers_by_time_and_replays_by_seed():
     assert all(now > term for now, term in delivered)  # at least one tick of latency
     terms = [term for _, term in delivered]
     assert terms != sorted(terms)  # reordered
-    assert len(set(terms)) < 50 < len(terms) + 20  # some dropped, some duplicated
+    assert len(set(terms)) < 50  # some dropped
+    assert len(terms) > len(set(terms))  # some duplicated
 
 
 def test_partitions_cut_traffic_in_flight_until_healed():
