@@ -23,6 +23,7 @@ TMP_SUFFIX = ".tmp"
 
 _ZEROS = bytes(1 << 20)
 _PAGE = bytes(mmap.PAGESIZE)
+_ZERO_SYNC_BYTES = 4 << 20
 _NO_MAGIC = b"\0\0\0\0"
 
 
@@ -50,10 +51,13 @@ def write_zeros(io: FileIO, fd: int, start: int, end: int) -> None:
 
 def prepare_segment(io: FileIO, directory: str, seq: int, size: int) -> None:
     """Write the temp file of segment `seq`: `size` bytes of zeros, fsynced. The slow half of
-    making a segment, which can run ahead of need."""
+    making a segment, which can run ahead of need. It syncs every few MiB, so the disk never
+    holds a long queue of zeros in front of the log's own fdatasyncs."""
     fd = io.create(os.path.join(directory, segment_name(seq) + TMP_SUFFIX))
     try:
-        write_zeros(io, fd, 0, size)
+        for start in range(0, size, _ZERO_SYNC_BYTES):
+            write_zeros(io, fd, start, min(size, start + _ZERO_SYNC_BYTES))
+            io.fdatasync(fd)
         io.fsync(fd)
     finally:
         io.close(fd)
