@@ -56,7 +56,7 @@ class Network:
 
     def partition(self, groups: Iterable[Iterable[NodeId]]) -> None:
         """Split the network: nodes talk only within their group. Nodes no group names form
-        one more group together (so nodes created later join the majority side by default)."""
+        one more group together, which is also where a node started later lands."""
         self._group = {}
         for group in groups:
             gid = self._new_group()
