@@ -108,3 +108,32 @@ def test_the_store_uses_the_selected_twin():
 
     suffix = "_c" if raftfast.IMPLEMENTATION == "cython" else "_py"
     assert _apply.apply_batch.__module__ == f"raftfast.kv._apply{suffix}"
+
+
+frames_st = st.one_of(
+    st.builds(lambda r: encode_request(r[0], r[7], r[4], r[5], r[6] if r[0] == Op.CAS else None,
+                                       client_id=r[1], seq=r[2], ack=r[3]), requests),
+    st.builds(lambda k: encode_request(Op.GET, 1, k), st.binary(max_size=4)),
+    st.builds(lambda cid: encode_request(Op.PUT, 1, b"k", b"v", client_id=cid), st.just(0)),
+    st.binary(max_size=50),  # garbage
+)
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[1])
+@settings(max_examples=300, deadline=None)
+@given(st.lists(frames_st, max_size=8), st.integers(0, 60), st.integers(0, 400))
+def test_scan_writes_twins_agree(twin, frames, start, max_request):
+    data = b"".join(frames)
+    assert twin.scan_writes(data, start, max_request) == PURE.scan_writes(data, start, max_request)
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[1])
+def test_scan_writes_stops_at_anything_but_a_complete_valid_write(twin):
+    w = encode_request(Op.PUT, 1, b"k", b"v", client_id=5, seq=1)
+    get = encode_request(Op.GET, 2, b"k")
+    assert twin.scan_writes(w + w + get + w, 0, 1 << 20) == (2 * len(w), 2)
+    assert twin.scan_writes(w + w[:-1], 0, 1 << 20) == (len(w), 1)  # the second is incomplete
+    assert twin.scan_writes(w, 0, 10) == (0, 0)  # over the request limit
+    zero = encode_request(Op.PUT, 1, b"k", b"v", client_id=0, seq=1)
+    assert twin.scan_writes(zero + w, 0, 1 << 20) == (0, 0)
+    assert twin.scan_writes(get + w, len(get), 1 << 20) == (len(get) + len(w), 1)

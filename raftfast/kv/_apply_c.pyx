@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled `apply_batch`: the twin of `_apply_py`, same results and errors.
+"""Compiled `apply_batch` and `scan_writes`: the twin of `_apply_py`, same results and errors.
 
 The request heads are read straight from the batch bytes; keys, values and response frames
 are built with one allocation each. Sessions and results live in the same Python dicts as in
@@ -25,6 +25,7 @@ DEF NO_VALUE = 0xFFFFFFFF
 cdef int _PUT = Op.PUT
 cdef int _DELETE = Op.DELETE
 cdef int _APPEND = Op.APPEND
+cdef int _CAS = Op.CAS
 cdef object _OK = OK
 cdef object _CAS_FAILED = CAS_FAILED
 cdef object _STALE = STALE
@@ -174,3 +175,38 @@ def apply_batch(dict data, dict sessions, Py_ssize_t max_sessions, bytes batch, 
             replies.append((cid, seq, result))
     if have_session:
         session[0] = floor
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def scan_writes(bytes data, Py_ssize_t pos, Py_ssize_t max_request):
+    """(end, count): the run of complete, well-formed write frames with a non-zero client id
+    that starts at `pos` in `data` ends at `end` and holds `count` of them. It stops at the
+    first frame that is anything else, or incomplete; that one is the caller's to judge."""
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(data)
+    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(data)
+    cdef const uint8_t* h
+    cdef Py_ssize_t count = 0, frame_end
+    cdef uint32_t length, elen
+    cdef uint64_t expected
+    cdef int op
+    if pos < 0:
+        pos = 0
+    while end - pos >= HEAD:
+        h = buf + pos
+        length = _u32(h)
+        op = h[4]
+        if op != _PUT and op != _DELETE and op != _APPEND and op != _CAS:
+            break
+        if _u64(h + 9) == 0 or <Py_ssize_t>length > max_request:
+            break
+        elen = _u32(h + 39)
+        expected = <uint64_t>(HEAD - 4) + _u16(h + 33) + _u32(h + 35) + (0 if elen == NO_VALUE else elen)
+        if <uint64_t>length != expected:
+            break
+        frame_end = pos + 4 + <Py_ssize_t>length
+        if frame_end > end:
+            break
+        pos = frame_end
+        count += 1
+    return pos, count

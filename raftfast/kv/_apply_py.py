@@ -1,8 +1,9 @@
-"""Applying a batch entry to the key-value state machine: the pure twin of `_apply_c`.
+"""The key-value layer's per-write loops: the pure twin of `_apply_c`.
 
 `apply_batch(data, sessions, max_sessions, batch, replies, frames)` is `KVStore.apply_batch`
 over the store's dicts (see `raftfast.kv.store`): the one loop every replica runs for every
-write, so it has a compiled twin with the same results and errors.
+write. `scan_writes(data, pos, max_request)` is the leader's check of arriving write frames.
+Both have a compiled twin with the same results and errors.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .protocol import BATCH_TAG, NO_VALUE, REQUEST, RESPONSE, Op, Status
 
-__all__ = ["OK", "CAS_FAILED", "STALE", "apply_batch"]
+__all__ = ["OK", "CAS_FAILED", "STALE", "apply_batch", "scan_writes"]
 
 Result = Tuple[int, bytes]
 
@@ -19,6 +20,32 @@ OK: Result = (Status.OK, b"")
 CAS_FAILED: Result = (Status.CAS_FAILED, b"")
 STALE: Result = (Status.ERROR, b"stale sequence number: the client already acknowledged its reply")
 _PUT, _DELETE, _APPEND = int(Op.PUT), int(Op.DELETE), int(Op.APPEND)
+_WRITE_OPS = frozenset((_PUT, _DELETE, int(Op.CAS), _APPEND))
+_HEAD_BODY = REQUEST.size - 4
+
+
+def scan_writes(data: bytes, pos: int, max_request: int) -> Tuple[int, int]:
+    """(end, count): the run of complete, well-formed write frames with a non-zero client id
+    that starts at `pos` in `data` ends at `end` and holds `count` of them. It stops at the
+    first frame that is anything else, or incomplete; that one is the caller's to judge."""
+    unpack = REQUEST.unpack_from
+    head = REQUEST.size
+    end = len(data)
+    count = 0
+    while end - pos >= head:
+        length, op, _rid, cid, _seq, _ack, klen, vlen, elen = unpack(data, pos)
+        frame_end = pos + 4 + length
+        if (
+            op not in _WRITE_OPS
+            or not cid
+            or length > max_request
+            or length != _HEAD_BODY + klen + vlen + (0 if elen == NO_VALUE else elen)
+            or frame_end > end
+        ):
+            break
+        pos = frame_end
+        count += 1
+    return pos, count
 
 
 def apply_batch(data: Dict[bytes, bytes], sessions: Dict[int, list], max_sessions: int, batch: bytes,

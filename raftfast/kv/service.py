@@ -33,7 +33,6 @@ from ..runtime.server import RaftServer
 from .protocol import (
     ADMIN_OPS,
     BATCH_TAG,
-    NO_VALUE,
     REQUEST,
     Op,
     ProtocolError,
@@ -43,6 +42,7 @@ from .protocol import (
     encode_not_leader,
     encode_response,
 )
+from ._apply import scan_writes
 from .store import KVStore, SnapshotFormatError
 
 __all__ = ["KVService"]
@@ -63,7 +63,6 @@ _MEMBERSHIP = {
 }
 _MAX_ENTRY = 4 << 20  # bytes of requests per proposed entry
 _LENGTH_OP_RID = struct.Struct("<IBI")  # the start of a request frame
-_HEAD_BODY = REQUEST.size - 4
 
 
 class KVService:
@@ -337,48 +336,32 @@ class _Connection(asyncio.Protocol):
         head = REQUEST.size
         end = len(data)
         pos = 0
-        # writes are taken without a second look only here, at a leader: anything else
-        # (a follower's NOT_LEADER, a bad frame, another op) goes through the checks below
         leader = service._is_leader
-        write_ops = WRITE_OPS if leader else ()
-        head_body = _HEAD_BODY
-        no_value = NO_VALUE
         writes: List[bytes] = []
         runs: List[Tuple[_Connection, int]] = []
-        run_start = -1  # start of the current run of consecutive write frames
-        run_count = 0
         error: Optional[str] = None
-        while end - pos >= head:
+        while True:
+            if leader:  # the usual requests: runs of valid writes, checked by the kernel
+                stop, n = scan_writes(data, pos, max_request)
+                if n:
+                    writes.append(data[pos:stop] if pos or stop < end else data)
+                    runs.append((self, n))
+                    pos = stop
+            if end - pos < head:
+                break
             length, op, rid, cid, _seq, _ack, klen, vlen, elen = unpack(data, pos)
-            frame_end = pos + 4 + length
-            if (
-                op in write_ops
-                and cid
-                and length <= max_request
-                and length == head_body + klen + vlen + (0 if elen == no_value else elen)
-            ):  # the usual request: a valid write at the leader
-                if frame_end > end:
-                    break
-                if run_start < 0:
-                    run_start = pos
-                run_count += 1
-                pos = frame_end
-                continue
             try:
                 check_request(length, op, klen, vlen, elen, max_request)
             except ProtocolError as exc:
                 error = str(exc)
                 break
+            frame_end = pos + 4 + length
             if frame_end > end:
                 break
-            if run_start >= 0:
-                writes.append(data[run_start:pos])
-                runs.append((self, run_count))
-                run_start, run_count = -1, 0
             if op in WRITE_OPS:
                 if not leader:
                     self.reply(service._not_leader(rid, service.raft.node.leader))  # type: ignore[union-attr]
-                else:  # cid == 0
+                else:  # what scan_writes left at a leader: cid == 0
                     self.reply(encode_response(rid, _ERROR, b"a write needs a non-zero client id"))
             elif op == _GET:
                 if leader:
@@ -390,9 +373,6 @@ class _Connection(asyncio.Protocol):
             elif op in ADMIN_OPS:
                 service._change_membership(self, rid, op, data[pos + head : pos + head + klen])
             pos = frame_end
-        if run_start >= 0:
-            writes.append(data[run_start:pos] if run_start or pos < end else data)
-            runs.append((self, run_count))
         if error is None and end - pos >= 4 and int.from_bytes(data[pos : pos + 4], "little") > max_request:
             error = f"request of {int.from_bytes(data[pos:pos + 4], 'little')} bytes exceeds the limit of {max_request}"
         self.buffer = data[pos:] if pos < end else b""
