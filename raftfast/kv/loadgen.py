@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import struct
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from .protocol import NO_VALUE, REQUEST, RESPONSE, Op, Status, decode_not_leader
 __all__ = ["LoadSpec", "LoadReport", "generate_load"]
 
 _HEAD_BODY = REQUEST.size - 4
+_PREFIX = struct.Struct("<IBIQQQ")  # a request head up to the key length (REQUEST's first six)
+_TAIL = struct.Struct("<HII")  # the rest of the head: key, value and expected lengths
+assert _PREFIX.size + _TAIL.size == REQUEST.size
 _NOT_LEADER = Status.NOT_LEADER
 _OK = Status.OK
 _PUT = Op.PUT
@@ -76,11 +80,10 @@ class _Writer(asyncio.Protocol):
     def send(self, count: int, resend: bool = False) -> None:
         gen = self.gen
         now = time.perf_counter_ns()
-        pack = REQUEST.pack
-        value = gen.value
-        vlen = len(value)
-        keys = gen.keys
-        nkeys = len(keys)
+        pack = _PREFIX.pack
+        lengths = gen.lengths
+        tails = gen.tails
+        nkeys = len(tails)
         k = gen.key_cursor
         inflight = self.inflight
         cid = self.client_id
@@ -92,15 +95,12 @@ class _Writer(asyncio.Protocol):
             self.next_seq = seq + count
         ack = min(inflight) if inflight else (seqs[0] if seqs else self.next_seq)
         for seq in seqs:
-            key = keys[k]
+            out.append(pack(lengths[k], _PUT, seq & 0xFFFFFFFF, cid, seq, ack))
+            out.append(tails[k])
             k = k + 1 if k + 1 < nkeys else 0
-            out.append(pack(_HEAD_BODY + len(key) + vlen, _PUT, seq & 0xFFFFFFFF, cid, seq, ack,
-                            len(key), vlen, NO_VALUE))
-            out.append(key)
-            out.append(value)
-            inflight[seq] = now
+        inflight.update(dict.fromkeys(seqs, now))
         gen.key_cursor = k
-        self.transport.writelines(out)  # type: ignore[union-attr]
+        self.transport.write(b"".join(out))  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         if self.buffer:
@@ -154,6 +154,10 @@ class _Generator:
         self.value = bytes(self.rng.getrandbits(8) for _ in range(spec.value_size))
         self.keys = [b"key-%08d" % i for i in range(spec.keys)]
         self.rng.shuffle(self.keys)  # written in this (random) order, round and round
+        # each request is a prefix packed per request and this per-key tail
+        vlen = len(self.value)
+        self.tails = [_TAIL.pack(len(k), vlen, NO_VALUE) + k + self.value for k in self.keys]
+        self.lengths = [_HEAD_BODY + len(k) + vlen for k in self.keys]
         self.key_cursor = 0
         self.latencies = array("q")
         self.completed = 0
