@@ -10,7 +10,9 @@ Latency statistics are numpy percentiles over every acknowledged request.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -28,9 +30,8 @@ def cluster_run(nodes: int = 3, write_seconds: float = WRITE_SECONDS, read_secon
                 data_dir: str | None = None) -> dict:
     """One local-cluster run: write throughput and latency under load, then read latency."""
     base = tempfile.mkdtemp(prefix="raftfast-asv-", dir=data_dir)
-    cluster = LocalCluster(nodes, data_dir=base, base_port=0)
+    cluster = _start(nodes, base)
     try:
-        cluster.start()
         config = BenchConfig(nodes=nodes, duration=write_seconds, warmup=WARMUP_SECONDS,
                              targets=cluster.client_addresses)
         writes = run_bench(config)
@@ -48,6 +49,22 @@ def cluster_run(nodes: int = 3, write_seconds: float = WRITE_SECONDS, read_secon
         "write_errors": writes.errors,
         "read_errors": reads.errors,
     }
+
+
+def _start(nodes: int, base: str) -> LocalCluster:
+    """A started cluster; one more try (on fresh ports) if a node fails to start, which on a
+    shared machine can be a free port taken by another process before the node bound it."""
+    for attempt in (1, 2):
+        cluster = LocalCluster(nodes, data_dir=os.path.join(base, f"try-{attempt}"), base_port=0)
+        try:
+            cluster.start()
+            return cluster
+        except (RuntimeError, TimeoutError) as exc:
+            cluster.stop()
+            if attempt == 2:
+                raise
+            print(f"local cluster failed to start ({exc}); trying once more", file=sys.stderr)
+    raise AssertionError("unreachable")
 
 
 class LocalClusterRun:
