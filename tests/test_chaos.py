@@ -4,6 +4,7 @@ against `raftfast serve` processes with fixed seeds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from types import SimpleNamespace
@@ -15,11 +16,13 @@ from raftfast.chaos.checks import divergence, lost_writes, tokens
 from raftfast.chaos.cluster import ChaosCluster
 from raftfast.chaos.nemesis import ELECTION_TIMEOUT_MAX, NEMESES, bridge, isolate, parse_nemeses, schedule, split
 from raftfast.chaos.netns import available as netns_available
+from raftfast.chaos.workload import FINAL_CLIENT
 from raftfast.cli import main as cli_main
 from raftfast.events import Event
 from raftfast.kv.store import KVStore
 from raftfast.runtime.faults import FaultHook
-from raftfast.testing.history import Operation
+from raftfast.testing.history import Operation, load_history
+from raftfast.testing.linearizability import check
 
 # -- the schedule --------------------------------------------------------------------------------
 
@@ -266,10 +269,26 @@ SLICE = [
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("seed, nemeses", SLICE, ids=["+".join(n) for _, n in SLICE])
-def test_chaos_slice(seed, nemeses):
-    result = run_chaos(ChaosConfig(duration=8.0, nemeses=nemeses, seed=seed))
+def test_chaos_slice(seed, nemeses, tmp_path):
+    history = str(tmp_path / "history.jsonl")
+    result = run_chaos(ChaosConfig(duration=8.0, nemeses=nemeses, seed=seed, history=history))
     report = "\n".join([result.explanation, *result.lost, *result.diverged, *result.errors, *result.log])
     assert result.episodes, report  # faults were injected
     assert result.linearizable is True, report
     assert result.lost == [] and result.diverged == [] and result.errors == [], report
     assert result.ops > 200, report
+    _planted_loss_is_caught(load_history(history))
+
+
+def _planted_loss_is_caught(history):
+    """The same real history, with one acknowledged append taken out of a final read: both
+    the linearizability checker and the lost-write check must object."""
+    final = {o.key: o for o in history if o.client >= FINAL_CLIENT and o.status == "ok"}
+    acked = {o.value for o in history if o.op == "append" and o.status == "ok"}
+    read = next(o for o in final.values() if set(tokens(o.output)) & acked)
+    victim = next(t for t in tokens(read.output) if t in acked)
+    tampered = dataclasses.replace(read, output=read.output.replace(victim, "", 1))
+    history = [tampered if o is read else o for o in history]
+    assert check(history, timeout=120).linearizable is False
+    outputs = {o.key: o.output for o in history if o.client >= FINAL_CLIENT and o.status == "ok"}
+    assert any(victim in p for p in lost_writes(history, outputs))
