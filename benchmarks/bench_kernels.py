@@ -235,3 +235,31 @@ class FrameReaderFeed(_Codec):
         feed = self.reader.feed
         for piece in self.pieces:
             feed(piece)
+
+
+# -- the key-value apply kernel -------------------------------------------------------------
+
+
+class KVApplyBatch(_Twin):
+    """apply_batch of one entry of 256 puts (64 clients, 64-byte values) to an empty store, as
+    a follower (no replies) and as the leader (response frames built); scan_writes of the 256
+    request frames as they arrive at the leader."""
+
+    def setup(self, twin):
+        from raftfast.kv.protocol import BATCH_TAG, Op, encode_request
+
+        self.kernel = twin_module("kv._apply", twin)
+        self.frames = b"".join(
+            encode_request(Op.PUT, i + 1, b"key-%08d" % i, VALUE, client_id=1 + i % 64, seq=1 + i // 64, ack=1)
+            for i in range(BATCH)
+        )
+        self.entry = BATCH_TAG + self.frames
+
+    def time_apply_follower(self, twin):
+        self.kernel.apply_batch({}, {}, 100_000, self.entry, None, None)
+
+    def time_apply_leader(self, twin):
+        self.kernel.apply_batch({}, {}, 100_000, self.entry, None, [])
+
+    def time_scan_writes(self, twin):
+        self.kernel.scan_writes(self.frames, 0, 1 << 20)
