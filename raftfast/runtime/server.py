@@ -85,6 +85,7 @@ class RaftServer:
         self._held: Deque[tuple] = deque()
         self._synced = 0  # the highest ticket whose fsync completed
         self._drain_after = 0  # proposals wait for this ticket's fsync at most (0: not waiting)
+        self._stopping = False
         self.node = RaftNode(config, self._deferred if self._deferred is not None else log)
         # What the application has applied: the node's last_applied once the held actions
         # are carried out (it runs ahead of the application while an fsync is under way).
@@ -142,6 +143,7 @@ class RaftServer:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        self._stopping = True
         self._held.clear()  # never carried out: nothing was answered or sent for them
         syncer, self._syncer = self._syncer, None
         if syncer is not None:  # let an fsync under way finish before the log is closed
@@ -218,6 +220,8 @@ class RaftServer:
 
     def _turn(self) -> None:
         self._scheduled = False
+        if self._stopping:
+            return
         events = self._inbox
         self._inbox = []
         app = self.app
@@ -314,7 +318,7 @@ class RaftServer:
 
     def _on_synced(self, ticket: int) -> None:
         """In the loop: the fsync for `ticket` (and every earlier one) completed."""
-        if self.failure is not None:
+        if self.failure is not None or self._stopping:
             return
         self._synced = ticket
         held = self._held
