@@ -36,6 +36,10 @@ LogFactory = Callable[[NodeId, Optional[object]], object]
 new node, else the log it had when it crashed (return what survives of it)."""
 
 _MEMBERSHIP_EVENTS = (Event.AddServer, Event.AddLearner)
+_OPERATOR_EVENTS = (
+    Event.AddServer, Event.AddLearner, Event.PromoteLearner, Event.RemoveServer,
+    Event.TransferLeadership,
+)  # fmt: skip
 _NODE_EVENTS = (Event.Tick, Event.Message, Event.Snapshot)
 _STATS = (
     "step", "step_many", "refused", "applied", "reads", "read_failed", "snapshots", "restores",
@@ -472,6 +476,7 @@ class Cluster:
         LivenessFailure if that takes more than `budget` ticks. Some voters may still be
         catching up; the cluster must cope."""
         self.heal()
+        self._withdraw_operator_requests()
         # Raft promises liveness only when messages arrive well within an election timeout
         # (§5.6); messages may still be dropped and duplicated, but no longer held back.
         self.network.reorder = 0.0
@@ -485,6 +490,18 @@ class Cluster:
                 return leader
             self.tick()
         raise LivenessFailure(self._describe(f"the cluster did not settle in {budget} ticks"))
+
+    def _withdraw_operator_requests(self) -> None:
+        """Drop the membership changes and transfers still queued: one that lands after the
+        check has picked its minority of victims could turn them into a majority."""
+        for nid, events in self._inbox.items():
+            kept = []
+            for event in events:
+                if type(event) not in _OPERATOR_EVENTS:
+                    kept.append(event)
+                elif type(event) in _MEMBERSHIP_EVENTS:
+                    self._joining.discard(event.node_id)  # type: ignore[attr-defined]
+            self._inbox[nid] = kept
 
     def check_progress(self, budget: int = 300, retry: int = 10) -> bytes:
         """Propose to whoever leads (again every `retry` ticks) until a proposal is applied;
