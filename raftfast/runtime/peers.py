@@ -13,6 +13,14 @@ and one reader: simple, symmetric, and with no tie-breaking when two nodes dial 
   bounded (the transport's write buffer while connected, a small list while connecting); past
   the bound frames are dropped, since Raft retransmits whatever matters.
 - A link reconnects with exponential backoff and jitter.
+- With TLS (`tls=TLSConfig`) the port is mutual TLS: a connection is handed over only after a
+  completed handshake with a certificate from the cluster CA (`SecureListener` logs every
+  refusal), and a peer's certificate must name the node it claims in its hello (`node-N`);
+  a dialer checks the same of the node it dialed.
+- Limits, each closing the connection with a logged reason: the hello must arrive within
+  `hello_timeout`; an AppendEntries may carry at most `max_entries` entries (checked before it
+  is decoded); a peer may hold at most `max_connections_per_peer` inbound connections (a new
+  one closes the oldest, so a peer that reconnects after a silent loss is never locked out).
 """
 
 from __future__ import annotations
@@ -20,21 +28,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Callable, Dict, Iterable, List, Optional, Set
+import ssl
+import struct
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Set
 
 from .. import framing
+from ..codec._format import MESSAGE_CODES
 from ..errors import EncodingError
-from ..messages import Message
+from ..messages import AppendEntries, Message
+from ..security.tls import TLSConfig, certificate_names, describe_tls_error, names_node, node_name
 from ..types import NodeId
 from .address import Address, parse_address
 from .handshake import HandshakeError, Hello
 from .ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    from ..security.listener import SecureListener
 
 __all__ = ["PeerTransport"]
 
 logger = logging.getLogger("raftfast.runtime.peers")
 
 MessageSink = Callable[[List[Message]], None]
+
+MAX_ENTRIES = 1 << 16
+"""Default bound on entries per AppendEntries received (far above RaftConfig.max_batch)."""
+MAX_CONNECTIONS_PER_PEER = 4
+HELLO_TIMEOUT = 10.0
+
+_APPEND_ENTRIES = MESSAGE_CODES[AppendEntries]
+_ENTRY_COUNT = struct.Struct("<I")
+_ENTRY_COUNT_AT = 42  # docs/wire-format.md: the u32 count after the AppendEntries head
+_ENTRY_COUNT_END = _ENTRY_COUNT_AT + _ENTRY_COUNT.size
 
 
 class PeerTransport:
@@ -54,6 +79,10 @@ class PeerTransport:
         max_frame: int = framing.MAX_FRAME,
         queue_bytes: int = 16 << 20,
         backoff: tuple = (0.02, 1.0),
+        tls: Optional[TLSConfig] = None,
+        max_entries: int = MAX_ENTRIES,
+        max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER,
+        hello_timeout: float = HELLO_TIMEOUT,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -61,6 +90,10 @@ class PeerTransport:
         self.max_frame = max_frame
         self.queue_bytes = queue_bytes
         self.backoff = backoff
+        self.tls = tls
+        self.max_entries = max_entries
+        self.max_connections_per_peer = max_connections_per_peer
+        self.hello_timeout = hello_timeout
         self.client_address = client_address
         self.peer_address = ""
         self.addresses: Dict[NodeId, Address] = dict(addresses or {})
@@ -69,7 +102,9 @@ class PeerTransport:
         self._links: Dict[NodeId, _Link] = {}
         self._members: Set[NodeId] = set()
         self._server: Optional[asyncio.AbstractServer] = None
+        self._listener: Optional["SecureListener"] = None
         self._inbound: Set[asyncio.Transport] = set()
+        self._by_peer: Dict[NodeId, List[_Inbound]] = {}  # identified inbound connections
         self._closed = False
         # Fault injection (raftfast.runtime.faults): frames to and from these peers are dropped.
         self.blocked: Set[NodeId] = set()
@@ -78,10 +113,17 @@ class PeerTransport:
 
     async def listen(self, host: str, port: int) -> Address:
         """Accept peers on `host:port` (0 picks a free port); returns the bound address."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Inbound(self), host, port)
-        bound = self._server.sockets[0].getsockname()
-        address = Address(host, bound[1])
+        if self.tls is not None:
+            from ..security.listener import SecureListener  # it imports the runtime package
+
+            self._listener = SecureListener(self.tls.peer_server_context, lambda: _Inbound(self),
+                                            label=f"node {self.node_id} peer port",
+                                            handshake_timeout=self.hello_timeout)
+            address = await self._listener.start(host, port)
+        else:
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(lambda: _Inbound(self), host, port)
+            address = Address(host, self._server.sockets[0].getsockname()[1])
         self.peer_address = str(address)
         return address
 
@@ -89,6 +131,8 @@ class PeerTransport:
         self._closed = True
         if self._server is not None:
             self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         for link in list(self._links.values()):
             link.close()
         self._links.clear()
@@ -128,6 +172,21 @@ class PeerTransport:
                 return
             if hello.sender not in self.addresses:
                 self.set_address(hello.sender, address)
+
+    def _admit(self, conn: "_Inbound") -> None:
+        """Count an identified inbound connection; past the limit, close that peer's oldest."""
+        conns = self._by_peer.setdefault(conn.peer, [])  # type: ignore[arg-type]
+        conns.append(conn)
+        if len(conns) > self.max_connections_per_peer:
+            conns.pop(0)._reject(
+                f"more than {self.max_connections_per_peer} connections from this peer: closing the oldest"
+            )
+
+    def _dial_options(self, peer: NodeId) -> dict:
+        if self.tls is None:
+            return {}
+        return {"ssl": self.tls.peer_client_context, "server_hostname": node_name(peer),
+                "ssl_handshake_timeout": self.hello_timeout}
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -210,13 +269,20 @@ class _Link:
             if address is not None:
                 self.lost = loop.create_future()
                 try:
-                    await loop.create_connection(lambda: _Outbound(self), address.host, address.port)
+                    await loop.create_connection(lambda: _Outbound(self), address.host, address.port,
+                                                 **owner._dial_options(self.peer))
                 except OSError as exc:
                     self.lost = None
-                    owner.ratelog.log(
-                        logging.INFO, ("dial", self.peer), "node %d: cannot reach node %d at %s: %s",
-                        owner.node_id, self.peer, address, exc,
-                    )
+                    if isinstance(exc, ssl.SSLError):
+                        owner.ratelog.log(
+                            logging.WARNING, ("dial", self.peer), "node %d: TLS with node %d at %s failed: %s",
+                            owner.node_id, self.peer, address, describe_tls_error(exc),
+                        )
+                    else:
+                        owner.ratelog.log(
+                            logging.INFO, ("dial", self.peer), "node %d: cannot reach node %d at %s: %s",
+                            owner.node_id, self.peer, address, exc,
+                        )
                 else:
                     delay = lo
                     await self.lost
@@ -231,6 +297,17 @@ class _Link:
     # called by _Outbound
     def connected(self, transport: asyncio.Transport) -> None:
         owner = self.owner
+        if owner.tls is not None:
+            cert = transport.get_extra_info("peercert")
+            if not names_node(cert, self.peer):  # whoever answers must be the node we dialed
+                owner.ratelog.log(
+                    logging.WARNING, ("dial", self.peer),
+                    "node %d: the node at %s is not node %d: its certificate names %s; disconnecting",
+                    owner.node_id, owner.addresses.get(self.peer), self.peer,
+                    ", ".join(certificate_names(cert)) or "nothing",
+                )
+                transport.abort()
+                return
         hello = Hello(owner.cluster_id, owner.node_id, self.peer, owner.peer_address, owner.client_address)
         transport.write(_frame(hello.encode()))
         if self.pending:
@@ -274,7 +351,7 @@ class _Outbound(asyncio.Protocol):
 class _Inbound(asyncio.Protocol):
     """A connection a peer dialed: its hello, then its messages to this node."""
 
-    __slots__ = ("owner", "transport", "reader", "peer", "peername")
+    __slots__ = ("owner", "transport", "reader", "peer", "peername", "deadline")
 
     def __init__(self, owner: PeerTransport) -> None:
         self.owner = owner
@@ -282,14 +359,27 @@ class _Inbound(asyncio.Protocol):
         self.reader = framing.FrameReader(owner.max_frame)
         self.peer: Optional[NodeId] = None
         self.peername = "?"
+        self.deadline: Optional[asyncio.TimerHandle] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peername = str(transport.get_extra_info("peername"))
         self.owner._inbound.add(transport)  # type: ignore[arg-type]
+        # a connection that never says hello (or trickles it) must not hold a socket forever
+        self.deadline = asyncio.get_running_loop().call_later(self.owner.hello_timeout, self._no_hello)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        self.owner._inbound.discard(self.transport)  # type: ignore[arg-type]
+        owner = self.owner
+        owner._inbound.discard(self.transport)  # type: ignore[arg-type]
+        if self.deadline is not None:
+            self.deadline.cancel()
+        conns = owner._by_peer.get(self.peer) if self.peer is not None else None
+        if conns is not None and self in conns:
+            conns.remove(self)
+
+    def _no_hello(self) -> None:
+        self.deadline = None
+        self._reject(f"no complete hello within {self.owner.hello_timeout:g} s")
 
     def _reject(self, reason: str) -> None:
         who = f"node {self.peer}" if self.peer is not None else self.peername
@@ -313,14 +403,31 @@ class _Inbound(asyncio.Protocol):
             except HandshakeError as exc:
                 self._reject(f"bad handshake: {exc}")
                 return
+            if owner.tls is not None:
+                cert = self.transport.get_extra_info("peercert")  # type: ignore[union-attr]
+                if not names_node(cert, hello.sender):
+                    self._reject(f"it claims to be node {hello.sender}, but its certificate names "
+                                 f"{', '.join(certificate_names(cert)) or 'no node'}")
+                    return
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
             self.peer = hello.sender
             owner._learn(hello)
+            owner._admit(self)
             start = 1
         decode = framing.decode
         peer = self.peer
+        max_entries = owner.max_entries
         messages: List[Message] = []
         error = None
         for payload in frames[start:] if start else frames:
+            # judged before decoding: a huge batch would cost its decode before being refused
+            if payload[1] == _APPEND_ENTRIES and len(payload) >= _ENTRY_COUNT_END:
+                (count,) = _ENTRY_COUNT.unpack_from(payload, _ENTRY_COUNT_AT)
+                if count > max_entries:
+                    error = f"an AppendEntries with {count} entries exceeds the limit of {max_entries}"
+                    break
             try:
                 message = decode(payload)
             except EncodingError as exc:

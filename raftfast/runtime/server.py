@@ -29,11 +29,12 @@ from ..errors import EncodingError, NotLeaderError, RaftError, StorageError
 from ..events import Event
 from ..messages import Message
 from ..node import RaftNode
+from ..security.tls import TLSConfig
 from ..types import NodeId, Role
 from .address import Address
 from .application import Application
 from .durability import DeferredSyncLog, SyncWorker, supports_deferred_sync
-from .peers import PeerTransport
+from .peers import MAX_ENTRIES, PeerTransport
 
 __all__ = ["RaftServer"]
 
@@ -55,6 +56,7 @@ class RaftServer:
     `log` is the node's RaftLog (a `WalLog` for a durable node). `peers` maps node ids to peer
     addresses; more can be learned later with `set_peer_address` or from peers' handshakes.
     `pipelined_sync` (default: when the log supports it) runs fsyncs in a worker thread.
+    `tls` makes the peer port mutual TLS; `max_entries` bounds entries per AppendEntries received.
     """
 
     def __init__(
@@ -70,6 +72,8 @@ class RaftServer:
         max_frame: int = framing.MAX_FRAME,
         queue_bytes: int = 16 << 20,
         pipelined_sync: Optional[bool] = None,
+        tls: Optional[TLSConfig] = None,
+        max_entries: int = MAX_ENTRIES,
     ) -> None:
         if tick_interval <= 0:
             raise ValueError(f"tick_interval must be positive, got {tick_interval!r}")
@@ -97,6 +101,7 @@ class RaftServer:
             config.id, cluster_id, self._on_messages,
             addresses={k: v for k, v in (peers or {}).items() if k != config.id},
             client_address=client_address, max_frame=max_frame, queue_bytes=queue_bytes,
+            tls=tls, max_entries=max_entries,
         )
         self.peer_address: Optional[Address] = None
         self.failure: Optional[BaseException] = None
