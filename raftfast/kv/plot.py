@@ -19,6 +19,10 @@ def _format_us(value: float) -> str:
     return f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.0f} µs"
 
 
+def _tick_us(value: float) -> str:
+    return f"{value / 1000:g} ms" if value >= 1000 else f"{value:g} µs"
+
+
 def plot_bench(result: BenchResult, path: str, title: Optional[str] = None) -> None:
     """Write a PNG of `result`: committed writes per second of the measured window (left) and
     the histogram of write latencies on a log scale with p50/p90/p99/p99.9 marked (right)."""
@@ -75,7 +79,7 @@ def plot_bench(result: BenchResult, path: str, title: Optional[str] = None) -> N
             right.axvline(value, color=color, linestyle="--", linewidth=1.3, label=f"p{p:g} {_format_us(value)}")
         right.legend(loc="upper center", ncol=2, fontsize=9, framealpha=0.9)
         right.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        right.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _format_us(v)))
+        right.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _tick_us(v)))
         right.xaxis.set_minor_formatter(NullFormatter())
         right.yaxis.set_major_locator(MaxNLocator(integer=True))
         right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
