@@ -334,6 +334,10 @@ class RaftNode:
             if self._is_voter():
                 self._campaign(force=False)
             else:
+                # A non-voter never campaigns, but after a silent timeout its leader is no
+                # longer live: forget it, or leader stickiness would refuse the votes that a
+                # voter it has not yet heard it became (thesis §4.1) must give.
+                self._leader = None
                 self._randomized_timeout = self._new_timeout()
 
     def _tick_leader(self) -> None:

@@ -401,3 +401,21 @@ def test_remove_then_re_add_a_server():
     assert net[4].members == (1, 2, 3, 4)
     assert net[4].log.entries(1, net[4].log.last_index()) == net[1].log.entries(1, net[1].log.last_index())
     assert net.applied[4] == [b"%d" % i for i in range(5)]
+
+
+def test_a_silent_leader_stops_holding_back_a_non_voters_vote():
+    """Thesis §4.1 and §4.2.3: a server that does not yet know it was added as a voter must
+    still vote once its leader has gone silent for an election timeout. Leader stickiness
+    only protects a *live* leader (found by the simulator: seed 1768, 5 nodes)."""
+    from raftfast import AppendEntries, Event, RaftConfig, RaftNode, RequestVote, RequestVoteReply
+
+    node = RaftNode(RaftConfig(5, join=True))
+    node.step(Event.Message(AppendEntries(3, 1, 0, 0, [], 0)))
+    assert node.leader == 1
+    for _ in range(2 * node.config.election_timeout[1]):
+        node.step(Event.Tick())
+    assert node.leader is None
+    actions = node.step(Event.Message(RequestVote(6, 2, 10, 3, force=False)))
+    replies = [a.message for a in actions if isinstance(a.message, RequestVoteReply)]
+    assert replies == [RequestVoteReply(6, True, 5)]
+    assert node.term == 6
