@@ -12,6 +12,9 @@
 - Sessions: the client has a random 63-bit id; each write gets the next seq and keeps it across
   retries, so a retried write is applied at most once.
 - Each request has a deadline (`timeout`); past it the call raises KVTimeoutError.
+- A secured cluster (TLS on the client port): pass `ssl` (an SSLContext trusting the cluster
+  CA, with a client certificate loaded) and/or `token` (sent as AUTH, the first request on
+  every connection). `raftfast.security.credentials.ClientCredentials` builds both.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import json
 import logging
 import random
+from ssl import SSLContext
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..runtime.address import Address, parse_address
@@ -61,12 +65,17 @@ class KVClient:
         timeout: float = 5.0,
         client_id: Optional[int] = None,
         connect_timeout: float = 1.0,
+        ssl: Optional[SSLContext] = None,
+        token: Optional[bytes] = None,
     ) -> None:
         if not addresses:
             raise ValueError("KVClient needs at least one address")
         self.addresses: List[Address] = [a if isinstance(a, Address) else parse_address(a) for a in addresses]
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.ssl = ssl
+        self.token = token
+        self._last_error = ""  # why the last connection attempt failed, for timeout messages
         self.client_id = client_id if client_id is not None else random.getrandbits(63) or 1
         self._next_seq = 1
         self._open_seqs: set = set()  # seqs of the writes still awaited
@@ -135,6 +144,10 @@ class KVClient:
     async def promote_learner(self, node_id: int) -> None:
         await self._call(Op.PROMOTE_LEARNER, str(node_id).encode())
 
+    async def transfer_leadership(self, node_id: int) -> None:
+        """Ask the leader to hand leadership to `node_id`; returns once it has."""
+        await self._call(Op.TRANSFER_LEADER, str(node_id).encode())
+
     # -- machinery ---------------------------------------------------------------------------
 
     async def _call(self, op: int, key: bytes = b"", value: bytes = b"", expected: Optional[bytes] = None):
@@ -198,8 +211,9 @@ class KVClient:
 
     def _expire(self, request: _Request) -> None:
         request.timer = None
+        why = f"; last connection error: {self._last_error}" if self._last_error else ""
         self._finish(request, exc=KVTimeoutError(
-            f"no answer within {self.timeout:g} s (a write may or may not have been applied)"))
+            f"no answer within {self.timeout:g} s (a write may or may not have been applied){why}"))
 
     def _connect(self, delay: float = 0.0) -> None:
         if self._connecting is None and not self._closed:
@@ -214,11 +228,13 @@ class KVClient:
                 address = self.addresses[self._target]
                 try:
                     await asyncio.wait_for(
-                        loop.create_connection(lambda: _ClientProtocol(self), address.host, address.port),
+                        loop.create_connection(lambda: _ClientProtocol(self), address.host, address.port,
+                                               ssl=self.ssl, server_hostname=address.host if self.ssl else None),
                         self.connect_timeout,
                     )
                     return
                 except (OSError, asyncio.TimeoutError) as exc:
+                    self._last_error = f"{address}: {type(exc).__name__}: {exc}"
                     logger.debug("cannot connect to %s: %s", address, exc)
                     self._target = (self._target + 1) % len(self.addresses)
                     if self._target == 0:
@@ -230,6 +246,9 @@ class KVClient:
     def _connected(self, conn: "_ClientProtocol") -> None:
         self._conn = conn
         self._connecting = None
+        self._last_error = ""
+        if self.token is not None:  # request id 0: never one of ours, so its reply is told apart
+            self._out.append(encode_request(Op.AUTH, 0, self.token))
         for request in sorted(self._pending.values(), key=lambda r: r.rid):
             self._write(request)
 
@@ -267,6 +286,10 @@ class KVClient:
     def _response(self, conn: "_ClientProtocol", rid: int, status: int, body: bytes) -> None:
         request = self._pending.get(rid)
         if request is None:
+            if rid == 0 and status == Status.ERROR:  # AUTH refused: no retry will do better
+                error = KVError(bytes(body).decode(errors="replace"))
+                for pending in list(self._pending.values()):
+                    self._finish(pending, exc=error)
             return  # timed out already, or an answer to an earlier attempt
         if status == Status.NOT_LEADER:
             leader, address = decode_not_leader(body)

@@ -46,6 +46,8 @@ class Op(enum.IntEnum):
     REMOVE_SERVER = 8
     ADD_LEARNER = 9
     PROMOTE_LEARNER = 10
+    TRANSFER_LEADER = 11  # key: the node id to hand leadership to (admin only)
+    AUTH = 12  # key: a bearer token; the first request on a connection without a certificate
 
 
 class Status(enum.IntEnum):
@@ -57,7 +59,7 @@ class Status(enum.IntEnum):
 
 
 WRITE_OPS = frozenset((Op.PUT, Op.DELETE, Op.CAS, Op.APPEND))
-ADMIN_OPS = frozenset((Op.ADD_SERVER, Op.REMOVE_SERVER, Op.ADD_LEARNER, Op.PROMOTE_LEARNER))
+ADMIN_OPS = frozenset((Op.ADD_SERVER, Op.REMOVE_SERVER, Op.ADD_LEARNER, Op.PROMOTE_LEARNER, Op.TRANSFER_LEADER))
 MAX_OP = max(Op)
 
 REQUEST = struct.Struct("<IBIQQQHII")

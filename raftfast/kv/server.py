@@ -14,9 +14,14 @@ from typing import Any, Dict, Optional, Tuple
 from .. import framing
 from ..config import RaftConfig
 from ..runtime.address import CLIENT_PORT_OFFSET, Address
+from ..runtime.peers import MAX_ENTRIES
 from ..runtime.server import RaftServer
 from ..runtime.storage import open_log
+from ..security.auth import ClientAuth
+from ..security.tls import TLSConfig
 from ..types import NodeId
+from .gate import ClientPortSecurity
+from .limits import MAX_PENDING, REQUEST_TIMEOUT
 from .service import KVService
 from .store import KVStore
 
@@ -45,6 +50,14 @@ class ServerOptions:
     max_frame: int = framing.MAX_FRAME
     queue_bytes: int = 16 << 20
     pipelined_sync: Optional[bool] = None  # fsyncs in a worker thread (None: when the log can)
+    # Security: mutual TLS between nodes and TLS for clients, who then need an identity (a
+    # certificate, or a token from one of the token files). `{id}` in the paths is the node id.
+    tls: Optional[TLSConfig] = None
+    token_file: Optional[str] = None  # a bearer token with the client role (needs tls)
+    admin_token_file: Optional[str] = None  # a bearer token with the admin role (needs tls)
+    max_entries: int = MAX_ENTRIES  # per AppendEntries received
+    max_pending: int = MAX_PENDING  # client requests received and not yet answered
+    request_timeout: float = REQUEST_TIMEOUT  # seconds a client request may take to arrive
     raft: Dict[str, Any] = field(default_factory=dict)  # more RaftConfig knobs
 
     def raft_config(self) -> RaftConfig:
@@ -63,7 +76,19 @@ class KVServer:
     def __init__(self, options: ServerOptions, *, store: Optional[KVStore] = None) -> None:
         self.options = options
         config = options.raft_config()  # validates before anything is opened
-        self.service = KVService(store, max_request=options.max_request)
+        if config.max_batch > options.max_entries:
+            raise ValueError(f"max_entries {options.max_entries} is below max_batch {config.max_batch}: "
+                             "peers would refuse this node's AppendEntries")
+        tls = options.tls.for_node(options.node_id) if options.tls is not None else None
+        security = None
+        if tls is not None:
+            tls.check()
+            auth = ClientAuth.from_files(options.token_file, options.admin_token_file)
+            security = ClientPortSecurity(tls.client_port_context, auth)
+        elif options.token_file or options.admin_token_file:
+            raise ValueError("bearer tokens need TLS (a token sent in the clear is a token given away)")
+        self.service = KVService(store, max_request=options.max_request, security=security,
+                                 max_pending=options.max_pending, request_timeout=options.request_timeout)
         self.raft = RaftServer(
             config, self.service, open_log(options.data_dir),
             cluster_id=options.cluster_id,
@@ -71,6 +96,7 @@ class KVServer:
             tick_interval=options.tick_interval, max_frame=options.max_frame,
             queue_bytes=options.queue_bytes,
             pipelined_sync=options.pipelined_sync if options.data_dir is not None else None,
+            tls=tls, max_entries=options.max_entries,
         )
         self.service.attach(self.raft)
 

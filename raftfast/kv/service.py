@@ -14,6 +14,11 @@ served from local state on Action.ReadReady.
 
 Bad input (a frame that is not a valid request, or larger than `max_request`) closes that
 connection with a logged reason; nothing else changes.
+
+Security (`security=ClientPortSecurity`): the port is TLS, a connection is served only once it
+has an identity (a client certificate, or an AUTH token: `gate.py`), and admin requests
+(membership, leadership transfer) need the admin role. `ClientLimits` (`limits.py`) bounds the
+pending requests and cuts off requests that trickle in.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import json
 import logging
 import struct
+import time
 from itertools import count
 from typing import Dict, Hashable, List, Optional, Set, Tuple
 
@@ -30,6 +36,9 @@ from ..events import Event
 from ..types import NodeId, Role
 from ..runtime.address import Address
 from ..runtime.server import RaftServer
+from ..runtime.transfer import transfer_leadership
+from ..security.auth import Identity
+from ..security.listener import SecureListener
 from .protocol import (
     ADMIN_OPS,
     BATCH_TAG,
@@ -43,6 +52,8 @@ from .protocol import (
     encode_response,
 )
 from ._apply import scan_writes
+from .gate import AuthGate, ClientPortSecurity
+from .limits import MAX_PENDING, REQUEST_TIMEOUT, ClientLimits
 from .store import KVStore, SnapshotFormatError
 
 __all__ = ["KVService"]
@@ -63,17 +74,23 @@ _MEMBERSHIP = {
 }
 _MAX_ENTRY = 4 << 20  # bytes of requests per proposed entry
 _LENGTH_OP_RID = struct.Struct("<IBI")  # the start of a request frame
+_monotonic = time.monotonic
 
 
 class KVService:
     """Implements `raftfast.runtime.Application` for a KVStore, and serves the client port."""
 
-    def __init__(self, store: Optional[KVStore] = None, *, max_request: int = 1 << 20) -> None:
+    def __init__(self, store: Optional[KVStore] = None, *, max_request: int = 1 << 20,
+                 security: Optional[ClientPortSecurity] = None, max_pending: int = MAX_PENDING,
+                 request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.store = store if store is not None else KVStore()
         self.max_request = max_request
+        self.security = security
+        self.limits = ClientLimits(self, max_pending=max_pending, request_timeout=request_timeout)
         self.raft: Optional[RaftServer] = None
         self.address: Optional[Address] = None
         self._server: Optional[asyncio.AbstractServer] = None
+        self._listener: Optional[SecureListener] = None
         self._connections: Set["_Connection"] = set()
         # Write frames received since the last turn, one chunk per run of one connection's
         # requests, and the runs: [(connection, number of requests)], parallel to the chunks.
@@ -96,12 +113,26 @@ class KVService:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
         """Serve clients on `host:port` (0 = any free port); returns the bound address."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port)
-        self.address = Address(host, self._server.sockets[0].getsockname()[1])
+        security = self.security
+        if security is not None:
+            label = f"node {self.raft.id if self.raft else '?'} client port"
+            self._listener = SecureListener(
+                security.context,
+                lambda: AuthGate(security, lambda: _Connection(self), label=label, max_request=self.max_request),
+                label=label, handshake_timeout=security.auth_timeout,
+            )
+            self.address = await self._listener.start(host, port)
+        else:
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(lambda: _Connection(self), host, port)
+            self.address = Address(host, self._server.sockets[0].getsockname()[1])
+        self.limits.start()
         return self.address
 
     async def stop(self) -> None:
+        self.limits.stop()
+        if self._listener is not None:
+            self._listener.close()
         if self._server is not None:
             self._server.close()
         for conn in list(self._connections):
@@ -234,6 +265,11 @@ class KVService:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def pending_requests(self) -> int:
+        """Requests received and not yet answered: writes and reads (for ClientLimits)."""
+        writes = sum(n for _, runs in self._proposed.values() for _, n in runs) + sum(n for _, n in self._runs)
+        return writes + len(self._reads) + sum(map(len, self._read_batches.values()))
+
     def _not_leader(self, rid: int, leader: Optional[NodeId]) -> bytes:
         return encode_not_leader(rid, leader, self.raft.client_address_of(leader))  # type: ignore[union-attr]
 
@@ -259,14 +295,23 @@ class KVService:
         return json.dumps(status).encode()
 
     def _change_membership(self, conn: "_Connection", rid: int, op: int, key: bytes) -> None:
+        """An admin request: a membership change or a leadership transfer."""
+        if self.security is not None:
+            label = f"node {self.raft.id} client port"  # type: ignore[union-attr]
+            refusal = self.security.admin_refusal(conn.identity, op, conn.peer, label)
+            if refusal is not None:
+                conn.reply(encode_response(rid, _ERROR, refusal))
+                return
         try:
             node_id = int(key)
         except ValueError:
             conn.reply(encode_response(rid, _ERROR, b"the key must be a node id"))
             return
-        task = asyncio.get_running_loop().create_task(
-            self.raft.change_membership(_MEMBERSHIP[op](node_id))  # type: ignore[union-attr]
-        )
+        if op == Op.TRANSFER_LEADER:
+            change = transfer_leadership(self.raft, node_id)  # type: ignore[arg-type]
+        else:
+            change = self.raft.change_membership(_MEMBERSHIP[op](node_id))  # type: ignore[union-attr]
+        task = asyncio.get_running_loop().create_task(change)
         task.add_done_callback(lambda t: self._membership_done(conn, rid, t))
 
     def _membership_done(self, conn: "_Connection", rid: int, task: asyncio.Task) -> None:
@@ -289,6 +334,8 @@ class _Connection(asyncio.Protocol):
         self.buffer = b""
         self.out: List[bytes] = []
         self.peer = "?"
+        self.identity: Optional[Identity] = None  # set by the AuthGate on a secured port
+        self.partial_since = 0.0  # when the request now in `buffer` began to arrive (ClientLimits)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -376,6 +423,8 @@ class _Connection(asyncio.Protocol):
         if error is None and end - pos >= 4 and int.from_bytes(data[pos : pos + 4], "little") > max_request:
             error = f"request of {int.from_bytes(data[pos:pos + 4], 'little')} bytes exceeds the limit of {max_request}"
         self.buffer = data[pos:] if pos < end else b""
+        if pos or not self.partial_since:  # a request completed, or a first one began: restart the clock
+            self.partial_since = _monotonic() if self.buffer else 0.0
         if writes:
             service._writes += writes
             service._runs += runs

@@ -59,8 +59,11 @@ def identity_from_certificate(peercert: Optional[Dict[str, Any]]) -> Optional[Id
 
 def read_token(path: str) -> bytes:
     """The token in `path`; ValueError if it is too short to be a secret."""
-    with open(path, "rb") as f:
-        token = f.read().strip()
+    try:
+        with open(path, "rb") as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file: {exc}") from None
     if len(token) < MIN_TOKEN:
         raise ValueError(f"the token in {path} is shorter than {MIN_TOKEN} characters")
     return token

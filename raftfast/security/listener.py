@@ -17,7 +17,6 @@ import asyncio
 import logging
 import socket
 import ssl
-import weakref
 from typing import Callable, Optional, Set
 
 from ..runtime.address import Address
@@ -50,7 +49,10 @@ class SecureListener:
         self._sock: Optional[socket.socket] = None
         self._accepting: Optional[asyncio.Task] = None
         self._handshakes: Set[asyncio.Task] = set()
-        self._transports: "weakref.WeakSet[asyncio.BaseTransport]" = weakref.WeakSet()
+        # connections handed over, for close(); pruned of closed ones as it grows (uvloop's
+        # SSL transports cannot be weakly referenced)
+        self._transports: Set[asyncio.BaseTransport] = set()
+        self._prune_at = 64
 
     async def start(self, host: str, port: int) -> Address:
         """Listen on `host:port` (0 = any free port); returns the bound address."""
@@ -71,8 +73,10 @@ class SecureListener:
             self._sock = None
         for task in list(self._handshakes):
             task.cancel()
-        for transport in list(self._transports):
-            transport.abort()  # type: ignore[attr-defined]
+        for transport in self._transports:
+            if not transport.is_closing():
+                transport.abort()  # type: ignore[attr-defined]
+        self._transports = set()
 
     def refuse(self, level: int, peer: str, reason: str) -> None:
         self.ratelog.log(level, reason, "%s: refused connection from %s: %s", self.label, peer, reason)
@@ -116,4 +120,8 @@ class SecureListener:
             level = logging.INFO if reason.startswith("connection closed") else logging.WARNING
             self.refuse(level, peer, reason)
             return
-        self._transports.add(transport)
+        transports = self._transports
+        transports.add(transport)
+        if len(transports) >= self._prune_at:
+            self._transports = {t for t in transports if not t.is_closing()}
+            self._prune_at = max(64, 2 * len(self._transports))
