@@ -80,7 +80,7 @@ def test_single_node_step_many(benchmark, twin):
     def setup():
         return (_single_leader(RaftNode),), {}
 
-    benchmark.pedantic(run, setup=setup, rounds=40, iterations=1, warmup_rounds=2)
+    benchmark.pedantic(run, setup=setup, rounds=100, iterations=1, warmup_rounds=2)
 
 
 def test_three_nodes_step_many(benchmark, twin):
@@ -92,4 +92,4 @@ def test_three_nodes_step_many(benchmark, twin):
     def setup():
         return (_Cluster(RaftNode),), {}
 
-    benchmark.pedantic(lambda cluster: cluster.round(), setup=setup, rounds=20, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(lambda cluster: cluster.round(), setup=setup, rounds=60, iterations=1, warmup_rounds=2)
