@@ -1,7 +1,8 @@
 """The `raftfast` command: run nodes and local clusters, talk to a cluster, load-test it.
 
     raftfast serve --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir d1
-    raftfast cluster --nodes 3
+    raftfast cluster --nodes 3 [--tls DIR]
+    raftfast certs init DIR --nodes 3
     raftfast kv put KEY VALUE | get KEY | delete KEY | append KEY VALUE | cas KEY OLD NEW
     raftfast status
     raftfast member add|remove|add-learner|promote ID
@@ -24,6 +25,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from .runtime.address import CLIENT_PORT_OFFSET, Address, parse_address, parse_peers
+from .security import cli as security_cli
 
 DEFAULT_TARGETS = [f"127.0.0.1:{7001 + i + CLIENT_PORT_OFFSET}" for i in range(3)]
 
@@ -104,6 +106,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.id not in args.peers:
         parser.error(f"--peers must include this node (--id {args.id}): that is where it listens")
+    tls = security_cli.server_tls(args, parser, [args.peers[args.id].host])
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s node {args.id} %(levelname)s %(name)s: %(message)s",
@@ -114,6 +117,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         election_timeout=args.election_timeout, heartbeat_interval=args.heartbeat,
         snapshot_threshold=args.snapshot_threshold, join=args.join,
         max_request=args.max_request, pipelined_sync=args.sync == "pipelined",
+        tls=tls, token_file=args.token_file, admin_token_file=args.admin_token_file,
+        max_pending=args.max_pending, request_timeout=args.request_timeout,
     )
     try:
         server = KVServer(options)
@@ -126,7 +131,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         FaultHook.from_environment(server.raft)  # chaos testing only: needs RAFTFAST_FAULTS
         await server.start()
         print(f"node {args.id} serving: peers on {server.peer_address}, clients on "
-              f"{server.client_address} (cluster {args.cluster_id!r}, {LOOP_NAME})", flush=True)
+              f"{server.client_address} (cluster {args.cluster_id!r}, {LOOP_NAME}, "
+              f"{'TLS' if tls is not None else 'no TLS'})", flush=True)
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -152,9 +158,12 @@ def _cluster(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.base_port and args.base_port + args.nodes - 1 + CLIENT_PORT_OFFSET > 65535:
         parser.error(f"--base-port {args.base_port} leaves no room for {args.nodes} nodes")
-    serve_args = ["--tick-ms", str(args.tick_ms), "--log-level", args.log_level]
+    tls = security_cli.local_cluster_tls(args, parser, args.nodes)
+    serve_args = ["--tick-ms", str(args.tick_ms), "--log-level", args.log_level, *security_cli.token_args(args)]
+    if args.insecure:
+        serve_args.append("--insecure")
     cluster = LocalCluster(args.nodes, data_dir=args.data_dir, base_port=args.base_port,
-                           host=args.host, cluster_id=args.cluster_id, serve_args=serve_args)
+                           host=args.host, cluster_id=args.cluster_id, serve_args=serve_args, tls=tls)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:
@@ -167,7 +176,8 @@ def _cluster(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for node in cluster.nodes:
         print(f"  node {node.id}: peers {node.peer_address}  clients {node.client_address}  "
               f"pid {node.pid}  log {node.log_path}")
-    print(f"try: raftfast kv put hello world --target {cluster.nodes[0].client_address}")
+    secure = f" --tls {args.tls}" if args.tls else f" --tls-ca {tls.ca} --tls-cert ... --tls-key ..." if tls else ""
+    print(f"try: raftfast kv put hello world --target {cluster.nodes[0].client_address}{secure}")
     print("Ctrl-C stops the cluster.", flush=True)
     code = 0
     try:
@@ -191,10 +201,19 @@ def _cluster(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 # -- kv, status, member -------------------------------------------------------------------------
 
 
-async def _with_client(args: argparse.Namespace, action) -> Any:
+def _client_options(args: argparse.Namespace, parser: argparse.ArgumentParser, admin: bool = False) -> Dict[str, Any]:
+    """KVClient's ssl/token options from the credential flags (none for a plaintext cluster)."""
+    credentials = security_cli.client_credentials(args, parser, admin=admin)
+    try:
+        return credentials.client_options() if credentials is not None else {}
+    except (ValueError, OSError) as exc:  # an unreadable certificate, key or token
+        parser.error(str(exc))
+
+
+async def _with_client(args: argparse.Namespace, action, options: Dict[str, Any]) -> Any:
     from .kv.client import KVClient
 
-    async with KVClient(_targets(args.target), timeout=args.timeout) as client:
+    async with KVClient(_targets(args.target), timeout=args.timeout, **options) as client:
         return await action(client)
 
 
@@ -221,8 +240,9 @@ def _kv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         key, old, new = args.values
         return await client.cas(key, old, new)
 
+    options = _client_options(args, parser)
     try:
-        result = run(_with_client(args, action))
+        result = run(_with_client(args, action, options))
     except KVError as exc:
         print(f"raftfast kv {op}: {exc}", file=sys.stderr)
         return 1
@@ -239,7 +259,7 @@ def _kv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-async def _gather_status(targets: List[str], timeout: float) -> List[Dict[str, Any]]:
+async def _gather_status(targets: List[str], timeout: float, options: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Status of every node reachable from `targets`, following the addresses they report."""
     from .kv.client import KVClient
 
@@ -250,7 +270,7 @@ async def _gather_status(targets: List[str], timeout: float) -> List[Dict[str, A
         queue = []
 
         async def one(address: str) -> Dict[str, Any]:
-            client = KVClient([address], timeout=timeout)
+            client = KVClient([address], timeout=timeout, **options)
             try:
                 return await client.status()
             except Exception as exc:  # any failure is reported in the row
@@ -278,7 +298,7 @@ def _status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from .runtime.loop import run
 
-    rows = run(_gather_status(_targets(args.target), args.timeout))
+    rows = run(_gather_status(_targets(args.target), args.timeout, _client_options(args, parser)))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -304,9 +324,10 @@ def _member(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .runtime.loop import run
 
     method = {"add": "add_server", "remove": "remove_server", "add-learner": "add_learner",
-              "promote": "promote_learner"}[args.change]
+              "promote": "promote_learner", "transfer": "transfer_leadership"}[args.change]
+    options = _client_options(args, parser, admin=True)
     try:
-        run(_with_client(args, lambda client: getattr(client, method)(args.node_id)))
+        run(_with_client(args, lambda client: getattr(client, method)(args.node_id), options))
     except KVError as exc:
         print(f"raftfast member {args.change}: {exc}", file=sys.stderr)
         return 1
@@ -339,21 +360,24 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if importlib.util.find_spec("matplotlib") is None:  # say so before a long run, not after
             print("raftfast bench: --plot needs matplotlib: pip install 'raftfast[bench]'", file=sys.stderr)
             return 1
+    if args.tls and not args.target:
+        security_cli.ensure_cert_dir(args.tls, args.nodes, parser)
     if args.one_at_a_time:
         config = BenchConfig.one_at_a_time(
             nodes=args.nodes, duration=args.duration, warmup=args.warmup,
             value_size=args.value_size, targets=_targets(args.target) if args.target else [],
-            data_dir=args.data_dir,
+            data_dir=args.data_dir, tls_dir=args.tls,
         )
     else:
         config = BenchConfig(
             nodes=args.nodes, clients=args.clients, depth=args.depth, duration=args.duration,
             warmup=args.warmup, value_size=args.value_size,
             targets=_targets(args.target) if args.target else [],
-            load_processes=args.load_processes, data_dir=args.data_dir,
+            load_processes=args.load_processes, data_dir=args.data_dir, tls_dir=args.tls,
         )
     console = Console(stderr=True)
     where = ", ".join(config.targets) if config.targets else f"a local {config.nodes}-node cluster (WAL, fsync on)"
+    where += ", TLS on" if config.tls_dir else ""
     console.print(f"raftfast bench: {config.clients} clients x {config.depth} in flight, "
                   f"{config.value_size}-byte values, {config.duration:g} s against {where}")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
@@ -442,9 +466,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="entries applied between snapshots (20000; 0 disables)")
     serve.add_argument("--max-request", type=_int_at_least(64), default=1 << 20,
                        help="largest client request in bytes")
-    serve.add_argument("--sync", choices=["pipelined", "inline"], default="pipelined",
-                       help="pipelined: fsyncs run in a worker thread while the loop goes on, each "
-                            "step's actions held until its fsync returns; inline: the loop waits")
+    serve.add_argument("--sync", choices=["inline", "pipelined"], default="inline",
+                       help="inline (default): the loop waits for each fsync; pipelined: fsyncs run "
+                            "in a worker thread while the loop goes on, each step's actions held "
+                            "until its fsync returns (see docs/runtime.md)")
+    serve.add_argument("--max-pending", type=_int_at_least(1), default=1 << 16,
+                       help="client requests pending before the node stops reading from clients (65536)")
+    serve.add_argument("--request-timeout", type=_positive_float, default=10.0,
+                       help="seconds a client request may take to arrive before the connection is cut (10)")
+    security_cli.add_server_tls(serve)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve, parser=serve)
 
@@ -456,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--host", default="127.0.0.1")
     cluster.add_argument("--cluster-id", default="raftfast")
     cluster.add_argument("--tick-ms", type=_positive_float, default=10.0)
+    cluster.add_argument("--tls", metavar="DIR", help="secure the cluster with the certificates in DIR "
+                         "(created with `raftfast certs init` when DIR holds no CA yet)")
+    security_cli.add_server_tls(cluster, template=True)
     cluster.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     cluster.set_defaults(handler=_cluster, parser=cluster)
 
@@ -463,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     kv_common = argparse.ArgumentParser(add_help=False)
     kv_common.add_argument("--timeout", type=_positive_float, default=5.0, help="seconds (5)")
     _add_targets(kv_common, "ask first")
+    security_cli.add_client_credentials(kv_common)
     kv_ops = kv.add_subparsers(dest="op", required=True, metavar="OP")
     for op, names, about in (
         ("get", ["key"], "print a key's value (exit 1 if absent)"),
@@ -483,14 +517,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--timeout", type=_positive_float, default=2.0, help="seconds per node (2)")
     _add_targets(status, "ask")
+    security_cli.add_client_credentials(status)
     status.set_defaults(handler=_status, parser=status)
 
-    member = commands.add_parser("member", help="change the membership (through the leader)")
-    member.add_argument("change", choices=["add", "remove", "add-learner", "promote"])
+    member = commands.add_parser("member", help="change the membership or move leadership (through the leader)")
+    member.add_argument("change", choices=["add", "remove", "add-learner", "promote", "transfer"])
     member.add_argument("node_id", type=_int_at_least(1), metavar="ID")
     member.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds (10)")
     _add_targets(member, "ask first")
+    security_cli.add_client_credentials(member, admin=True)
     member.set_defaults(handler=_member, parser=member)
+
+    security_cli.add_certs_command(commands)
 
     wal = commands.add_parser("wal", help="write-ahead log tools")
     wal_commands = wal.add_subparsers(dest="wal_command", required=True, metavar="COMMAND")
@@ -511,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--one-at-a-time", action="store_true",
                        help="one client, one write in flight: the latency measurement")
     bench.add_argument("--data-dir", help="where the local cluster keeps its WALs (default: a temporary dir)")
+    bench.add_argument("--tls", metavar="DIR", help="TLS on: the certificates in DIR (created with `raftfast "
+                       "certs init` when DIR holds no CA yet); the load uses the client certificate")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.add_argument("--plot", metavar="FILE.png",
                        help="also write a PNG of throughput over time and the latency distribution (matplotlib)")

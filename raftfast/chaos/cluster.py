@@ -117,8 +117,8 @@ class ChaosCluster:
                    "--data-dir", node.data_dir, "--client-port", str(node.client.port), *self.serve_args]
         if node.join:
             command.append("--join")
-        if self.namespaces is not None:
-            command = self.namespaces.wrap(node.id, command)
+        if self.namespaces is not None:  # namespace addresses are not loopback: say plaintext is meant
+            command = self.namespaces.wrap(node.id, [*command, "--insecure"])
         return command
 
     def spawn(self, node: ChaosNode) -> None:

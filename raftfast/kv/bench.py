@@ -19,6 +19,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..runtime.cluster import LocalCluster
+from ..security.credentials import ClientCredentials
+from ..security.layout import CertDir
 from .loadgen import LoadReport, LoadSpec, load_process_main
 
 __all__ = ["BenchConfig", "BenchResult", "PERCENTILES", "run_bench"]
@@ -42,6 +44,7 @@ class BenchConfig:
     load_processes: int = 1
     serve_args: List[str] = field(default_factory=list)  # extra `raftfast serve` flags
     data_dir: Optional[str] = None  # where the local cluster's temporary directory goes
+    tls_dir: Optional[str] = None  # certificates from `raftfast certs init`: TLS on, client certificate
 
     @classmethod
     def one_at_a_time(cls, **changes) -> "BenchConfig":
@@ -106,14 +109,16 @@ def run_bench(config: BenchConfig, progress: Optional[Progress] = None) -> Bench
     cluster: Optional[LocalCluster] = None
     targets = list(config.targets)
     data_dir: Optional[str] = None
+    credentials = ClientCredentials.from_cert_dir(config.tls_dir) if config.tls_dir else None
     if not targets:
         data_dir = tempfile.mkdtemp(prefix="raftfast-bench-", dir=config.data_dir)  # fresh WALs
-        cluster = LocalCluster(config.nodes, data_dir=data_dir, base_port=0, serve_args=config.serve_args)
+        tls = CertDir(config.tls_dir).tls_config() if config.tls_dir else None
+        cluster = LocalCluster(config.nodes, data_dir=data_dir, base_port=0, serve_args=config.serve_args, tls=tls)
     try:
         if cluster is not None:
             cluster.start()
             targets = cluster.client_addresses
-        return _measure(config, targets, cluster, progress)
+        return _measure(config, targets, cluster, progress, credentials)
     finally:
         if cluster is not None:
             cluster.stop()
@@ -122,14 +127,14 @@ def run_bench(config: BenchConfig, progress: Optional[Progress] = None) -> Bench
 
 
 def _measure(config: BenchConfig, targets: List[str], cluster: Optional[LocalCluster],
-             progress: Optional[Progress]) -> BenchResult:
+             progress: Optional[Progress], credentials: Optional[ClientCredentials]) -> BenchResult:
     procs = max(1, min(config.load_processes, config.clients))
     context = multiprocessing.get_context("spawn")
     workers = []
     for i in range(procs):
         clients = config.clients // procs + (1 if i < config.clients % procs else 0)
         spec = LoadSpec(targets, clients, config.depth, config.value_size, config.keys,
-                        config.warmup, config.duration, seed=i)
+                        config.warmup, config.duration, seed=i, credentials=credentials)
         parent, child = context.Pipe(duplex=False)
         process = context.Process(target=load_process_main, args=(spec, child), daemon=True)
         process.start()

@@ -257,6 +257,7 @@ class KVClient:
             self._conn = None
             self._out = []
             if self._pending:
+                self._last_error = f"{self.addresses[self._target]}: the node closed the connection"
                 self._target = (self._target + 1) % len(self.addresses)
                 self._connect(0.01)
 

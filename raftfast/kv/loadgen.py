@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional
 
 from ..runtime.address import Address, parse_address
 from ..runtime.loop import run
-from .protocol import NO_VALUE, REQUEST, RESPONSE, Op, Status, decode_not_leader
+from ..security.credentials import ClientCredentials
+from .protocol import NO_VALUE, REQUEST, RESPONSE, Op, Status, decode_not_leader, encode_request
 
 __all__ = ["LoadSpec", "LoadReport", "generate_load"]
 
@@ -42,6 +43,7 @@ class LoadSpec:
     warmup: float = 1.0  # seconds before measuring
     duration: float = 10.0  # seconds measured
     seed: int = 0
+    credentials: Optional[ClientCredentials] = None  # for a cluster with TLS on its client port
 
 
 @dataclass
@@ -166,10 +168,14 @@ class _Generator:
         self.per_second: List[int] = []
         self.measuring = False
         self.running = True
+        credentials = spec.credentials
+        self.ssl = credentials.ssl_context() if credentials is not None else None
+        token = credentials.token() if credentials is not None else None
+        self.auth = encode_request(Op.AUTH, 0, token) if token else b""  # request id 0: no write's
 
     async def run(self, report_progress) -> LoadReport:
         spec = self.spec
-        leader = await _find_leader([parse_address(t) for t in spec.targets])
+        leader = await _find_leader([parse_address(t) for t in spec.targets], spec.credentials)
         tasks = [asyncio.create_task(self._client(leader, i)) for i in range(spec.clients)]
         await asyncio.sleep(spec.warmup)
         self.measuring = True
@@ -202,11 +208,14 @@ class _Generator:
         writer: Optional[_Writer] = None
         while self.running:
             try:
-                _, proto = await loop.create_connection(lambda: _Writer(self, client_id), address.host, address.port)
+                _, proto = await loop.create_connection(lambda: _Writer(self, client_id), address.host, address.port,
+                                                        ssl=self.ssl, server_hostname=address.host if self.ssl else None)
             except OSError:
                 self.errors += 1
                 await asyncio.sleep(0.1)
                 continue
+            if self.auth:
+                proto.transport.write(self.auth)  # type: ignore[union-attr]
             if writer is not None:  # carry the session over: same seqs, resent
                 proto.next_seq, proto.inflight = writer.next_seq, writer.inflight
                 proto.send(0, resend=True)
@@ -220,14 +229,16 @@ class _Generator:
                 await asyncio.sleep(0.05)
 
 
-async def _find_leader(targets: List[Address], timeout: float = 15.0) -> Address:
+async def _find_leader(targets: List[Address], credentials: Optional[ClientCredentials] = None,
+                       timeout: float = 15.0) -> Address:
     """The client address of the current leader, asking each target in turn."""
     from .client import KVClient
 
+    options = credentials.client_options() if credentials is not None else {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for target in targets:
-            client = KVClient([target], timeout=1.0)
+            client = KVClient([target], timeout=1.0, **options)
             try:
                 status = await client.status()
             except Exception:

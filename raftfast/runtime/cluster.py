@@ -3,7 +3,8 @@ cluster`, `raftfast bench` and tests).
 
 Each node listens for peers on `base_port + i` and for clients on that + 1000 (or on free
 ports when `base_port` is 0), keeps its WAL in `data_dir/node-N`, and writes its log to
-`data_dir/node-N.log` unless output is inherited.
+`data_dir/node-N.log` unless output is inherited. With `tls` (a template whose `{id}` is the
+node id, e.g. `CertDir.tls_config()`), every node runs mutual TLS with its own certificate.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import IO, List, Optional, Sequence
 
 import raftfast
 
+from ..security.tls import TLSConfig
 from .address import CLIENT_PORT_OFFSET, Address
 
 __all__ = ["LocalCluster", "NodeProcess", "free_ports"]
@@ -65,12 +67,14 @@ class LocalCluster:
         cluster_id: str = "raftfast",
         serve_args: Sequence[str] = (),
         inherit_output: bool = False,
+        tls: Optional[TLSConfig] = None,
     ) -> None:
         if nodes < 1:
             raise ValueError(f"a cluster needs at least one node, got {nodes}")
         self.host = host
         self.cluster_id = cluster_id
         self.serve_args = list(serve_args)
+        self.tls = tls
         self.inherit_output = inherit_output
         self._own_dir = data_dir is None
         self.data_dir = data_dir if data_dir is not None else tempfile.mkdtemp(prefix="raftfast-cluster-")
@@ -100,8 +104,14 @@ class LocalCluster:
             sys.executable, "-m", "raftfast.cli", "serve",
             "--id", str(node.id), "--peers", self.peers_spec, "--data-dir", node.data_dir,
             "--client-port", str(node.client_address.port), "--cluster-id", self.cluster_id,
-            *self.serve_args,
+            *self._tls_args(node.id), *self.serve_args,
         ]
+
+    def _tls_args(self, node_id: int) -> List[str]:
+        if self.tls is None:
+            return []
+        tls = self.tls.for_node(node_id)
+        return ["--tls-cert", tls.cert, "--tls-key", tls.key, "--tls-ca", tls.ca]
 
     def start(self, timeout: float = 15.0) -> None:
         """Start every node and wait until each accepts clients."""
@@ -135,11 +145,13 @@ class LocalCluster:
                 raise RuntimeError(f"node {node.id} exited with code {node.process.returncode}"
                                    + (f"; see {node.log_path}" if node.log_path else ""))
             try:
-                socket.create_connection((address.host, address.port), timeout=0.2).close()
+                with socket.create_connection((address.host, address.port), timeout=0.2) as sock:
+                    if self.tls is not None:  # a whole handshake, so the node has no refusal to log
+                        self.tls.for_node(node.id).peer_client_context.wrap_socket(sock).close()
                 return
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"node {node.id} did not start listening on {address}") from None
+                    raise TimeoutError(f"node {node.id} did not start listening on {address} ({exc})") from None
                 time.sleep(0.05)
 
     def stop(self, timeout: float = 5.0) -> None:
