@@ -125,10 +125,12 @@ async def _settle(seconds=0.05):
 def test_the_node_gets_a_deferred_log_and_the_worker_does_the_fsyncs():
     log = GatedLog()
     assert supports_deferred_sync(log) and not supports_deferred_sync(MemoryLog())
-    server = RaftServer(_config(1), RecordingApp(), log, tick_interval=0.002)
+    server = RaftServer(_config(1), RecordingApp(), log, tick_interval=0.002, pipelined_sync=True)
     assert isinstance(server.node.log, DeferredSyncLog) and server.node.log.wrapped is log
     plain = RaftServer(_config(1), RecordingApp(), MemoryLog(), tick_interval=0.002)
     assert not isinstance(plain.node.log, DeferredSyncLog)
+    inline = RaftServer(_config(1), RecordingApp(), GatedLog(), tick_interval=0.002)  # the default
+    assert not isinstance(inline.node.log, DeferredSyncLog)
     with pytest.raises(ValueError):
         RaftServer(_config(1), RecordingApp(), MemoryLog(), pipelined_sync=True)
 
@@ -139,7 +141,7 @@ def test_sends_wait_for_the_fsync_of_their_step():
 
     async def main():
         log = GatedLog()
-        server = RaftServer(_config(1, (2, 3)), RecordingApp(), log, tick_interval=0.002)
+        server = RaftServer(_config(1, (2, 3)), RecordingApp(), log, tick_interval=0.002, pipelined_sync=True)
         sent: List[tuple] = []
         server.transport.send = lambda peer, frames: sent.append((peer, len(frames)))
         await server.start()
@@ -166,7 +168,7 @@ def test_applies_and_replies_wait_for_the_fsync_and_come_in_step_order():
     async def main():
         log = GatedLog()
         app = RecordingApp()
-        server = RaftServer(_config(1), app, log, tick_interval=0.002)
+        server = RaftServer(_config(1), app, log, tick_interval=0.002, pipelined_sync=True)
         await server.start()
         try:
             # the election: one fsync for the term and vote, one for the no-op entry
@@ -205,7 +207,7 @@ def test_a_failed_fsync_stops_the_node_and_nothing_held_is_carried_out():
     async def main():
         log = GatedLog()
         app = RecordingApp()
-        server = RaftServer(_config(1, (2, 3)), app, log, tick_interval=0.002)
+        server = RaftServer(_config(1, (2, 3)), app, log, tick_interval=0.002, pipelined_sync=True)
         sent: List[tuple] = []
         server.transport.send = lambda peer, frames: sent.append((peer, len(frames)))
         await server.start()
@@ -249,7 +251,7 @@ def test_sync_worker_groups_requests_made_during_an_fsync():
 def test_a_wal_cluster_answers_writes_and_recovers_with_pipelined_fsyncs(tmp_path):
     """The real thing: WalLog nodes (pipelined by default) serve writes and reads, and every
     acknowledged write is in each node's WAL after a restart of the whole cluster."""
-    options = ServerOptions(node_id=1, tick_interval=0.005, election_timeout=(10, 20))
+    options = ServerOptions(node_id=1, tick_interval=0.005, election_timeout=(10, 20), pipelined_sync=True)
 
     async def main():
         async with LocalKVCluster(3, data_dir=str(tmp_path), options=options) as cluster:
@@ -272,17 +274,41 @@ def test_a_wal_cluster_answers_writes_and_recovers_with_pipelined_fsyncs(tmp_pat
     run(main())
 
 
-def test_inline_sync_can_be_chosen(tmp_path):
+def test_pipelined_sync_is_chosen_explicitly(tmp_path):
     from raftfast.kv.server import KVServer
     from raftfast.runtime.address import Address
     from raftfast.wal import WalLog
 
     peers = {1: Address("127.0.0.1", 0)}
-    inline = KVServer(ServerOptions(node_id=1, peers=peers, data_dir=str(tmp_path / "a"), pipelined_sync=False))
-    piped = KVServer(ServerOptions(node_id=1, peers=peers, data_dir=str(tmp_path / "b")))
+    inline = KVServer(ServerOptions(node_id=1, peers=peers, data_dir=str(tmp_path / "a")))  # the default
+    piped = KVServer(ServerOptions(node_id=1, peers=peers, data_dir=str(tmp_path / "b"), pipelined_sync=True))
     try:
         assert isinstance(inline.raft.node.log, WalLog)
         assert isinstance(piped.raft.node.log, DeferredSyncLog)
     finally:
         inline.raft.node.log.close()
         piped.raft.node.log.close()
+
+
+def test_time_stands_still_while_the_disk_is_stalled():
+    """A candidate whose fsync hangs does not time out and campaign again and again: like an
+    inline node blocked in its fsync, it sees no ticks while an fsync is stalled."""
+
+    async def main():
+        log = GatedLog()
+        config = RaftConfig(1, peers=(2, 3), election_timeout=(6, 7), pre_vote=False)
+        server = RaftServer(config, RecordingApp(), log, tick_interval=0.002, pipelined_sync=True)
+        server.transport.send = lambda peer, frames: None
+        await server.start()
+        try:
+            await _until(lambda: log.fsyncs_started >= 1)
+            term = server.node.term
+            await asyncio.sleep(0.1)  # 50 ticks: far past the election timeout (6-7 ticks)
+            assert server.node.term == term and log.fsyncs_started == 1
+            log.release_started()  # the disk is back: time goes on, and so do the elections
+            await _until(lambda: server.node.term > term)
+        finally:
+            log.release(100)
+            await server.stop()
+
+    run(main())

@@ -49,7 +49,7 @@ class ServerOptions:
     max_request: int = 1 << 20
     max_frame: int = framing.MAX_FRAME
     queue_bytes: int = 16 << 20
-    pipelined_sync: Optional[bool] = None  # fsyncs in a worker thread (None: when the log can)
+    pipelined_sync: bool = False  # fsyncs in a worker thread (docs/runtime.md); needs data_dir
     # Security: mutual TLS between nodes and TLS for clients, who then need an identity (a
     # certificate, or a token from one of the token files). `{id}` in the paths is the node id.
     tls: Optional[TLSConfig] = None
@@ -95,7 +95,7 @@ class KVServer:
             peers={k: a for k, a in options.peers.items() if a.port},  # port 0: not known yet
             tick_interval=options.tick_interval, max_frame=options.max_frame,
             queue_bytes=options.queue_bytes,
-            pipelined_sync=options.pipelined_sync if options.data_dir is not None else None,
+            pipelined_sync=options.pipelined_sync and options.data_dir is not None,
             tls=tls, max_entries=options.max_entries,
         )
         self.service.attach(self.raft)

@@ -55,7 +55,7 @@ class RaftServer:
 
     `log` is the node's RaftLog (a `WalLog` for a durable node). `peers` maps node ids to peer
     addresses; more can be learned later with `set_peer_address` or from peers' handshakes.
-    `pipelined_sync` (default: when the log supports it) runs fsyncs in a worker thread.
+    `pipelined_sync` runs fsyncs in a worker thread (the log must support it: a WalLog).
     `tls` makes the peer port mutual TLS; `max_entries` bounds entries per AppendEntries received.
     """
 
@@ -71,16 +71,14 @@ class RaftServer:
         client_address: str = "",
         max_frame: int = framing.MAX_FRAME,
         queue_bytes: int = 16 << 20,
-        pipelined_sync: Optional[bool] = None,
+        pipelined_sync: bool = False,
         tls: Optional[TLSConfig] = None,
         max_entries: int = MAX_ENTRIES,
     ) -> None:
         if tick_interval <= 0:
             raise ValueError(f"tick_interval must be positive, got {tick_interval!r}")
         self.app = app
-        if pipelined_sync is None:
-            pipelined_sync = supports_deferred_sync(log)
-        elif pipelined_sync and not supports_deferred_sync(log):
+        if pipelined_sync and not supports_deferred_sync(log):
             raise ValueError(f"pipelined_sync needs a log with flush() and sync_flushed(), not {log!r}")
         # The node sees a log whose sync() only writes; the SyncWorker does the fsyncs.
         self._deferred: Optional[DeferredSyncLog] = DeferredSyncLog(log) if pipelined_sync else None
@@ -88,6 +86,7 @@ class RaftServer:
         # Steps whose actions wait for an fsync: (ticket or 0, work, state, settle), in order.
         self._held: Deque[tuple] = deque()
         self._synced = 0  # the highest ticket whose fsync completed
+        self._sync_since = 0.0  # loop time since when the oldest unfinished fsync was asked for
         self._drain_after = 0  # proposals wait for this ticket's fsync at most (0: not waiting)
         self._stopping = False
         self.node = RaftNode(config, self._deferred if self._deferred is not None else log)
@@ -202,6 +201,12 @@ class RaftServer:
         if self._next_tick < now:  # the loop was blocked: do not replay the missed ticks
             self._next_tick = now + self.tick_interval
         self._tick_handle = loop.call_at(self._next_tick, self._tick)  # type: ignore[union-attr]
+        syncer = self._syncer
+        if syncer is not None and syncer.requested != self._synced and now - self._sync_since > 2 * self.tick_interval:
+            # The disk is stalled: time stands still for the node, as it does for an inline
+            # node blocked in its fsync. Its timers running on while its actions are held
+            # would only start elections that a stall of the disk cannot justify.
+            return
         self._inbox.append(Event.Tick())
         self.wake()
 
@@ -267,6 +272,8 @@ class RaftServer:
         ticket = 0
         if deferred is not None and deferred.dirty:
             deferred.dirty = False
+            if self._syncer.requested == self._synced:  # type: ignore[union-attr]
+                self._sync_since = self._loop.time()  # type: ignore[union-attr]
             ticket = self._syncer.request()  # type: ignore[union-attr]
         if ticket or self._held:
             self._held.append((ticket, work, state, settle))
@@ -326,6 +333,8 @@ class RaftServer:
         if self.failure is not None or self._stopping:
             return
         self._synced = ticket
+        if self._syncer is not None and self._syncer.requested != ticket:
+            self._sync_since = self._loop.time()  # type: ignore[union-attr]
         held = self._held
         while held and held[0][0] <= ticket:
             _, work, state, settle = held.popleft()
