@@ -5,7 +5,8 @@
 1. append + sync of batches of 256 x 64-byte entries, sustained over `--entries` entries (so
    segment rotations, with their zero-filling, are included), through both ways in:
    `append(list of LogEntry)` (the batch is built before the clock starts) and
-   `append_commands(term, kind, commands)` (the node's proposal path);
+   `append_commands(term, kind, commands)` (the node's proposal path); with the CPU time each
+   append+sync costs, which unlike the rate does not depend on how busy the disk is;
 2. the bytes that reach the WAL per entry: in records, in write() calls (records plus the
    zeros that preallocate segments), and at the block device (/proc/self/io);
 3. recovery (`WalLog.open`) of a `--recover`-entry log, warm page cache, with equal-length
@@ -63,6 +64,7 @@ def throughput(directory: str, entries: int, via: str) -> Dict[str, float]:
     batches = entries // BATCH
     commands = [os.urandom(SIZE) for _ in range(BATCH)]
     before = io_counters()
+    cpu = 0.0
     with WalLog.open(directory) as log:
         latencies: List[float] = []
         busy = 0.0
@@ -70,13 +72,15 @@ def throughput(directory: str, entries: int, via: str) -> Dict[str, float]:
             if via == "append":
                 first = b * BATCH + 1
                 batch = [LogEntry(1, first + i, EntryKind.NORMAL, c) for i, c in enumerate(commands)]
-                start = time.perf_counter()
+            started_cpu = time.process_time()
+            start = time.perf_counter()
+            if via == "append":
                 log.append(batch)
             else:
-                start = time.perf_counter()
                 log.append_commands(1, 0, commands)
             log.sync()
             spent = time.perf_counter() - start
+            cpu += time.process_time() - started_cpu
             latencies.append(spent)
             busy += spent
     after = io_counters()
@@ -84,6 +88,7 @@ def throughput(directory: str, entries: int, via: str) -> Dict[str, float]:
     done = batches * BATCH
     return {
         "entries_per_s": done / busy,
+        "cpu_us": cpu / batches * 1e6,
         "p50_us": latencies[len(latencies) // 2] * 1e6,
         "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
         "max_ms": latencies[-1] * 1e3,
@@ -150,6 +155,10 @@ def main() -> None:
             print(
                 f"{via:>15}+sync, {BATCH} x {SIZE} B per batch: {r['entries_per_s']:,.0f} entries/s "
                 f"(batch p50 {r['p50_us']:.0f} µs, p99 {r['p99_us']:.0f} µs, max {r['max_ms']:.1f} ms)"
+            )
+            print(
+                f"{'':>15} CPU per append+sync: {r['cpu_us']:.0f} µs (user+system, all threads, so the "
+                f"spare's zero-fill too); serial with a 140 µs fsync: {BATCH / (r['cpu_us'] + 140) * 1e6:,.0f} entries/s"
             )
             print(
                 f"{'':>15} bytes per {SIZE} B entry: {r['record_per_entry']:.1f} in records; through write(), "
