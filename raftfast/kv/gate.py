@@ -36,7 +36,8 @@ class ClientPortSecurity:
         self.auth_timeout = auth_timeout
         self.ratelog = RateLimitedLog(logger)
 
-    def refuse(self, label: str, peer: str, reason: str, kind: str) -> None:
+    def refuse(self, label: str, peer: str, reason: str, kind: object) -> None:
+        """Log a refusal, at most every few seconds per `kind` (strangers can repeat them fast)."""
         self.ratelog.log(logging.WARNING, kind, "%s: refused client %s: %s", label, peer, reason)
 
     def admin_refusal(self, identity: Optional[Identity], op: int, peer: str, label: str) -> Optional[bytes]:
@@ -44,7 +45,9 @@ class ClientPortSecurity:
         if identity is not None and identity.is_admin:
             return None
         name = Op(op).name
-        self.refuse(label, peer, f"{name} by {identity or 'an unidentified client'}: needs the admin role", "admin")
+        # one line per identity and request: an identified client is named in the audit trail
+        self.refuse(label, peer, f"{name} by {identity or 'an unidentified client'}: needs the admin role",
+                    ("admin", identity, name))
         return f"forbidden: {name} needs the admin role".encode()
 
 
