@@ -89,7 +89,6 @@ class ChaosCluster:
                 self.nodes[i] = ChaosNode(i, Address("127.0.0.1", ports[2 * k]),
                                           Address("127.0.0.1", ports[2 * k + 1]),
                                           os.path.join(data_dir, f"node-{i}"))
-        self._transfers = 0
         self.crashes: List[str] = []  # nodes that exited without being killed
         self._env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.abspath(raftfast.__file__)))
@@ -209,13 +208,6 @@ class ChaosCluster:
                 node.faults["blocked"] = want
                 self._write_faults(node)
                 self._signal(node)
-
-    def transfer(self, leader: ChaosNode, target: int) -> None:
-        """Ask `leader` to hand leadership to `target` (thesis §3.10)."""
-        self._transfers += 1
-        leader.faults["transfer"] = [self._transfers, target]
-        self._write_faults(leader)
-        self._signal(leader)
 
     def heal_network(self) -> None:
         self.partition({})

@@ -35,7 +35,7 @@ NEMESES: Dict[str, str] = {
     "member-add": "add a new server while a follower is down, then remove it again",
     "member-remove": "remove a follower while another is partitioned, then re-add it with a wiped disk",
     "member-remove-leader": "remove the leader while a follower is paused, then re-add it with a wiped disk",
-    "transfer-leader": "transfer leadership to a random follower every 0.3-0.8 s, under load",
+    "transfer-leader": "TRANSFER_LEADER to a random follower, again every 0.3-0.8 s, under load",
 }
 
 ELECTION_TIMEOUT_MAX = 0.3  # seconds: `raftfast serve`'s default 30 ticks of 10 ms
@@ -390,11 +390,19 @@ class Nemesis:
                     await self._change("add_server", i)
 
     async def _transfer_leader(self, episode: Episode, rng: random.Random) -> None:
+        """TRANSFER_LEADER (thesis §3.10) to a random follower, again and again, under load."""
         while self._now() < episode.end:
             leader, others = await self._roles(rng)
             if leader is not None and others:
-                self.cluster.transfer(leader, others[0].id)
-                self.log(f"{self._now():6.2f} s    transfer {leader.id} -> {others[0].id}")
+                client = self._admin()
+                try:
+                    await client.transfer_leadership(others[0].id)
+                    outcome = "ok"
+                except KVError as exc:  # refused, superseded, or not in time
+                    outcome = f"{type(exc).__name__}: {exc}"
+                finally:
+                    await client.close()
+                self.log(f"{self._now():6.2f} s    transfer {leader.id} -> {others[0].id}: {outcome}")
             await asyncio.sleep(min(rng.uniform(0.3, 0.8), max(0.0, episode.end - self._now())))
 
 
