@@ -26,6 +26,7 @@ from .messages import (
     RequestVoteReply,
     TimeoutNow,
 )
+from .wal import WalLog
 from .types import EntryKind, HardState, Index, LogEntry, Membership, NodeId, Role, Snapshot, Term
 
 __version__ = "0.1.0"
@@ -64,4 +65,5 @@ __all__ = [
     "StorageError",
     "Term",
     "TimeoutNow",
+    "WalLog",
 ]
