@@ -6,4 +6,7 @@
 - `listener`: accepts TCP connections, completes the TLS handshake and logs every refusal.
 - `auth`: who a client is (certificate or bearer token) and what its role allows.
 - `credentials`: what a client presents (CA, certificate, token), picklable for load processes.
+- `cli`: `raftfast certs init`, and the TLS and credential flags of the other commands.
+
+The client port's gate (identity before service, the admin check) is `raftfast.kv.gate`.
 """

@@ -46,7 +46,7 @@ def describe_tls_error(exc: BaseException) -> str:
     """Why a TLS handshake failed, in words an operator can act on."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         message = exc.verify_message or str(exc)
-        if exc.verify_code in (19, 20, 21):  # self-signed in chain, unknown issuer, leaf unverifiable
+        if exc.verify_code in (2, 18, 19, 20, 21):  # X509_V_ERR_*: no issuer, self-signed, unknown issuer
             return f"certificate not signed by the cluster CA ({message})"
         return f"certificate rejected: {message}"
     if isinstance(exc, ssl.SSLError):
