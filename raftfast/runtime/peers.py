@@ -376,6 +376,8 @@ class _Inbound(asyncio.Protocol):
         conns = owner._by_peer.get(self.peer) if self.peer is not None else None
         if conns is not None and self in conns:
             conns.remove(self)
+            if not conns:  # hellos may name any id: keep no entry for a peer with no connection
+                del owner._by_peer[self.peer]  # type: ignore[arg-type]
 
     def _no_hello(self) -> None:
         self.deadline = None
