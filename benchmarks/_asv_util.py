@@ -13,9 +13,6 @@ import importlib
 TWINS = ("py", "c")
 """asv parameter of the kernel benchmarks: the pure twin and the compiled twin."""
 
-BATCH = 256
-VALUE = b"v" * 64
-
 
 def twin_module(base: str, twin: str):
     """`raftfast.<base>_<twin>`; NotImplementedError (asv: skip) for a compiled twin not built."""

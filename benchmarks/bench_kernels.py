@@ -12,7 +12,8 @@ from __future__ import annotations
 from raftfast.messages import AppendEntries, AppendEntriesReply
 from raftfast.types import EntryKind, LogEntry
 
-from ._asv_util import BATCH, TWINS, VALUE, twin_module
+from ._asv_util import TWINS, twin_module
+from .workloads import BATCH, VALUE
 
 BATCHES = 64  # appends fill a fresh log with 64 x 256 entries per call
 COMMANDS = [VALUE] * BATCH

@@ -14,7 +14,7 @@ import resource
 from raftfast.log._entries import EntryLog  # the live build's kernel
 from raftfast.wal import WalLog
 
-from ._asv_util import BATCH
+from .workloads import BATCH
 
 ENTRIES = 1_000_000
 WAL_ENTRIES = 500_000

@@ -11,60 +11,15 @@
 from __future__ import annotations
 
 import time
-from typing import Dict, List
 
 import numpy as np
 
-from raftfast.actions import Action
-from raftfast.config import RaftConfig
-from raftfast.events import Event
-
 from . import core
-from ._asv_util import BATCH, TWINS, VALUE, twin_module
+from ._asv_util import TWINS, twin_module
+from .workloads import InProcessCluster, proposals, single_leader
 
 BATCHES = 16
-PROPOSALS = [Event.Propose(VALUE) for _ in range(BATCH)]
-
-
-def _single_leader(RaftNode):
-    node = RaftNode(RaftConfig(1))
-    while not node.is_leader():
-        node.step(Event.Tick())
-    return node
-
-
-class InProcessCluster:
-    """Three nodes stepped in one process, messages passed in memory (as benchmarks.core)."""
-
-    def __init__(self, RaftNode) -> None:
-        ids = (1, 2, 3)
-        self.nodes = {i: RaftNode(RaftConfig(i, ids, max_batch=BATCH, max_batch_bytes=1 << 20)) for i in ids}
-        self.inbox: Dict[int, List[object]] = {i: [] for i in ids}
-        while not self.nodes[1].is_leader():
-            self.deliver(1, [Event.Tick()])
-            self.exchange()
-
-    def deliver(self, node_id: int, events: List[object]) -> int:
-        applied = 0
-        send, apply, message, inbox = Action.Send, Action.Apply, Event.Message, self.inbox
-        for action in self.nodes[node_id].step_many(events):
-            kind = type(action)
-            if kind is send:
-                inbox[action.to].append(message(action.message))
-            elif kind is apply:
-                applied += 1
-        return applied
-
-    def exchange(self) -> int:
-        for i in (2, 3):
-            pending, self.inbox[i] = self.inbox[i], []
-            self.deliver(i, pending)
-        pending, self.inbox[1] = self.inbox[1], []
-        return self.deliver(1, pending)
-
-    def round(self) -> int:
-        """Propose one batch at the leader and carry it to commit and apply."""
-        return self.deliver(1, PROPOSALS) + self.exchange()
+PROPOSALS = proposals()
 
 
 class StepMany:
@@ -75,7 +30,7 @@ class StepMany:
 
     def setup(self, twin):
         RaftNode = twin_module("_node", twin).RaftNode
-        self.node = _single_leader(RaftNode)
+        self.node = single_leader(RaftNode)
         self.cluster = InProcessCluster(RaftNode)
 
     def time_single_node(self, twin):

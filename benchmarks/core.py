@@ -24,9 +24,6 @@ import sys
 import time
 from typing import Callable, Dict, List
 
-BATCH = 256
-VALUE = b"v" * 64
-
 
 def _best_rate(run: Callable[[], int], seconds: float, repeats: int = 5) -> float:
     """Best units/s over `repeats` timed slices of about `seconds` each (noise only slows)."""
@@ -46,12 +43,12 @@ def _best_rate(run: Callable[[], int], seconds: float, repeats: int = 5) -> floa
 
 
 def single_node(seconds: float) -> float:
-    from raftfast import Event, RaftConfig, RaftNode
+    from raftfast import RaftNode
 
-    node = RaftNode(RaftConfig(1))
-    while not node.is_leader():
-        node.step(Event.Tick())
-    events = [Event.Propose(VALUE) for _ in range(BATCH)]
+    from .workloads import BATCH, proposals, single_leader
+
+    node = single_leader(RaftNode)
+    events = proposals()
 
     def run() -> int:
         node.step_many(events)
@@ -61,46 +58,18 @@ def single_node(seconds: float) -> float:
 
 
 def three_nodes(seconds: float) -> float:
-    from raftfast import Action, Event, RaftConfig, RaftNode
+    from raftfast import RaftNode
 
-    ids = (1, 2, 3)
-    nodes = {i: RaftNode(RaftConfig(i, ids, max_batch=BATCH, max_batch_bytes=1 << 20)) for i in ids}
-    inbox: Dict[int, List[object]] = {i: [] for i in ids}
-    send, apply, message = Action.Send, Action.Apply, Event.Message
+    from .workloads import InProcessCluster
 
-    def deliver(node_id: int, events: List[object]) -> int:
-        applied = 0
-        for action in nodes[node_id].step_many(events):
-            kind = type(action)
-            if kind is send:
-                inbox[action.to].append(message(action.message))
-            elif kind is apply:
-                applied += 1
-        return applied
-
-    while not nodes[1].is_leader():
-        deliver(1, [Event.Tick()])
-        for i in (2, 3):
-            pending, inbox[i] = inbox[i], []
-            deliver(i, pending)
-        pending, inbox[1] = inbox[1], []
-        deliver(1, pending)
-    proposals = [Event.Propose(VALUE) for _ in range(BATCH)]
-
-    def run() -> int:
-        committed = deliver(1, proposals)
-        for i in (2, 3):
-            pending, inbox[i] = inbox[i], []
-            deliver(i, pending)
-        pending, inbox[1] = inbox[1], []
-        return committed + deliver(1, pending)
-
-    return _best_rate(run, seconds)
+    return _best_rate(InProcessCluster(RaftNode).round, seconds)
 
 
 def codec(seconds: float) -> float:
     from raftfast import AppendEntries, LogEntry
     from raftfast.framing import decode, encode
+
+    from .workloads import BATCH, VALUE
 
     entries = [LogEntry(7, 1001 + i, command=VALUE) for i in range(BATCH)]
     message = AppendEntries(7, 1, 1000, 7, entries, 990)

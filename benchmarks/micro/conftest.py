@@ -17,7 +17,14 @@ suite and must not import pytest modules.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
+
+# The node benchmarks share their workloads with asv and benchmarks.core (benchmarks/workloads.py).
+# Appended, not prepended: the installed raftfast, compiled or not, must win over the source tree.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from _twins import KERNELS, TWINS, try_import
 
