@@ -14,7 +14,9 @@ import pytest
 from raftfast.chaos import ChaosConfig, run_chaos
 from raftfast.chaos.checks import divergence, lost_writes, tokens
 from raftfast.chaos.cluster import ChaosCluster
-from raftfast.chaos.nemesis import ELECTION_TIMEOUT_MAX, NEMESES, bridge, isolate, parse_nemeses, schedule, split
+from raftfast.chaos.nemesis import (
+    ELECTION_TIMEOUT_MAX, NEMESES, bridge, deafen, isolate, mute, one_way, parse_nemeses, schedule, split,
+)
 from raftfast.chaos.netns import available as netns_available
 from raftfast.chaos.workload import FINAL_CLIENT
 from raftfast.cli import main as cli_main
@@ -84,6 +86,31 @@ def test_partitions_are_symmetric_and_shaped_as_named(n):
         assert _symmetric(ends) and len(ends) == n - 1  # the bridge talks to everyone
         assert all(len(peers) < n - 1 for peers in ends.values())
     assert isolate(2, members) == {2: set(members) - {2}, **{m: {2} for m in members if m != 2}}
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_one_way_cuts_name_one_direction(n):
+    members = list(range(1, n + 1))
+    others = set(members) - {2}
+    assert mute(2, members) == {2: others}  # nobody hears 2; 2 hears everyone
+    assert deafen(2, members) == {m: {2} for m in others}  # 2 hears nobody; everyone hears 2
+    rng = random.Random(7)
+    cuts = [one_way(members, rng) for _ in range(50)]
+    assert all(a != b and a in members and b in members for cut in cuts for a, bs in cut.items() for b in bs)
+    assert any(not _symmetric_where_cut(cut) for cut in cuts)  # some really are one way
+
+
+def _symmetric_where_cut(cut):
+    return all(a in cut.get(b, ()) for a, bs in cut.items() for b in bs)
+
+
+def test_a_directed_cut_becomes_each_nodes_drop_lists(tmp_path):
+    cluster = ChaosCluster(3, str(tmp_path))
+    cluster.partition(mute(1, [1, 2, 3]))
+    assert {i: (n.faults["drop_to"], n.faults["drop_from"]) for i, n in cluster.nodes.items() if i <= 3} == {
+        1: ([2, 3], []), 2: ([], [1]), 3: ([], [1])}
+    cluster.partition({})
+    assert all(n.faults["drop_to"] == n.faults["drop_from"] == [] for i, n in cluster.nodes.items() if i <= 3)
 
 
 # -- the lost-write check ------------------------------------------------------------------------
@@ -199,27 +226,46 @@ def test_store_digest_depends_on_content_not_insertion_order():
 def _hook(tmp_path, spec):
     path = tmp_path / "faults"
     path.write_text(json.dumps(spec))
-    server = SimpleNamespace(id=1, transport=SimpleNamespace(blocked=set()))
+    server = SimpleNamespace(id=1, transport=SimpleNamespace(drop_to=set(), drop_from=set()))
     return FaultHook(server, str(path)), server, path  # type: ignore[arg-type]
+
+
+def _dropped(server):
+    return server.transport.drop_to, server.transport.drop_from
 
 
 def test_fault_hook_blocks_and_unblocks_peers(tmp_path):
     hook, server, path = _hook(tmp_path, {"blocked": [2, 3]})
     hook.reload()
-    assert server.transport.blocked == {2, 3}
+    assert _dropped(server) == ({2, 3}, {2, 3})
     path.write_text(json.dumps({"blocked": []}))
     hook.reload()
-    assert server.transport.blocked == set()
+    assert _dropped(server) == (set(), set())
 
 
-def test_fault_hook_keeps_its_faults_on_a_bad_file(tmp_path):
+def test_fault_hook_cuts_one_way(tmp_path):
+    hook, server, path = _hook(tmp_path, {"drop_to": [2], "drop_from": [3], "blocked": [4]})
+    hook.reload()
+    assert _dropped(server) == ({2, 4}, {3, 4})
+
+
+@pytest.mark.parametrize("spec", [
+    "{not json",
+    "[2, 3]",
+    '{"blocked": 2}',
+    '{"drop_to": ["2"]}',
+    '{"drop_from": [true]}',
+    '{"blocked": [2], "partition": [3]}',
+])
+def test_fault_hook_keeps_its_faults_on_a_bad_file(tmp_path, caplog, spec):
     hook, server, path = _hook(tmp_path, {"blocked": [2]})
     hook.reload()
-    path.write_text("{not json")
+    path.write_text(spec)
     hook.reload()
+    assert "ignoring fault file" in caplog.text
     path.unlink()
     hook.reload()
-    assert server.transport.blocked == {2}
+    assert _dropped(server) == ({2}, {2})
 
 
 def test_a_node_that_exits_on_its_own_is_a_crash(tmp_path):
@@ -258,6 +304,7 @@ SLICE = [
     (2, ["partition-leader", "netns-partition"] if _NETNS else ["partition-leader", "partition-bridge"]),
     (3, ["pause-follower", "transfer-leader"]),
     (4, ["member-remove", "member-remove-leader"]),
+    (5, ["leader-deaf", "leader-mute"]),
 ]
 
 

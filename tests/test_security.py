@@ -308,11 +308,12 @@ def test_pending_requests_are_bounded_and_slow_requests_cut_off(caplog):
         async with LocalKVCluster(3, options=options) as cluster:
             leader = await cluster.wait_leader()
             # the leader cannot reach a quorum for a moment: its writes pile up
-            leader.raft.transport.blocked = set(cluster.ids) - {leader.id}
+            transport = leader.raft.transport
+            transport.drop_to = transport.drop_from = set(cluster.ids) - {leader.id}
             async with cluster.client() as kv:
                 writes = asyncio.gather(*(kv.put(b"k%d" % i, b"v") for i in range(32)))
                 await _logged(caplog, "client requests pending, the limit is 8: not reading from clients")
-                leader.raft.transport.blocked = set()
+                transport.drop_to = transport.drop_from = set()
                 await writes
                 await _logged(caplog, "reading from clients again")
 

@@ -194,18 +194,20 @@ class ChaosCluster:
 
     # -- network -----------------------------------------------------------------------------
 
-    def partition(self, blocked: Dict[int, Set[int]], *, netns: bool = False) -> None:
-        """Node a stops hearing from and talking to every node in blocked[a] (make it
-        symmetric yourself); nodes not named talk to everyone. Replaces the previous partition
-        of the same kind (fault files, or namespaces with netns=True)."""
+    def partition(self, cut: Dict[int, Set[int]], *, netns: bool = False) -> None:
+        """Node a's frames to every node in cut[a] vanish: a directed cut, so a symmetric
+        partition names both directions and a one-way one names only one; links not named
+        work. Replaces the previous partition of the same kind (fault files, or namespaces
+        with netns=True, which can cut only both ways: TCP needs its acknowledgements)."""
         if netns:
             assert self.namespaces is not None, "this cluster does not run in namespaces"
-            self.namespaces.block(blocked)
+            self.namespaces.block(cut)
             return
         for node in self.nodes.values():
-            want = sorted(blocked.get(node.id, ()))
-            if node.faults.get("blocked", []) != want:
-                node.faults["blocked"] = want
+            want = {"drop_to": sorted(cut.get(node.id, ())),
+                    "drop_from": sorted(a for a, targets in cut.items() if node.id in targets)}
+            if {k: node.faults.get(k, []) for k in want} != want:
+                node.faults.update(want)
                 self._write_faults(node)
                 self._signal(node)
 

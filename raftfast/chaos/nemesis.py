@@ -18,7 +18,8 @@ from ..kv.client import KVClient
 from ..kv.errors import KVError
 from .cluster import ChaosCluster, ChaosNode
 
-__all__ = ["Episode", "NEMESES", "Nemesis", "bridge", "isolate", "parse_nemeses", "schedule", "split"]
+__all__ = ["Episode", "NEMESES", "Nemesis", "bridge", "isolate", "mute", "deafen", "one_way", "parse_nemeses",
+           "schedule", "split"]
 
 NEMESES: Dict[str, str] = {
     "kill-follower": "SIGKILL a follower, restart it",
@@ -31,6 +32,9 @@ NEMESES: Dict[str, str] = {
     "partition-leader": "isolate the leader from every other node",
     "partition-bridge": "two groups that cannot talk, and one node that talks to both",
     "partition-flap": "a new random partition (or none) every 0.2-0.6 s",
+    "leader-mute": "one way: nobody hears the leader, while it hears everyone",
+    "leader-deaf": "one way: the leader hears nobody, while everyone hears it",
+    "one-way-random": "a random set of one-way link cuts (each direction of each link cut with p=0.3)",
     "netns-partition": "a halves/leader/bridge partition as kernel blackhole routes between network namespaces",
     "member-add": "add a new server while a follower is down, then remove it again",
     "member-remove": "remove a follower while another is partitioned, then re-add it with a wiped disk",
@@ -104,12 +108,12 @@ def schedule(nemeses: Sequence[str], duration: float, seed: int) -> List[Episode
 
 
 def _cut(a: Sequence[int], b: Sequence[int]) -> Dict[int, Set[int]]:
-    blocked: Dict[int, Set[int]] = {}
+    cut: Dict[int, Set[int]] = {}
     for x in a:
         for y in b:
-            blocked.setdefault(x, set()).add(y)
-            blocked.setdefault(y, set()).add(x)
-    return blocked
+            cut.setdefault(x, set()).add(y)
+            cut.setdefault(y, set()).add(x)
+    return cut
 
 
 def split(members: Sequence[int], rng: random.Random) -> Dict[int, Set[int]]:
@@ -122,6 +126,26 @@ def split(members: Sequence[int], rng: random.Random) -> Dict[int, Set[int]]:
 
 def isolate(node: int, members: Sequence[int]) -> Dict[int, Set[int]]:
     return _cut([node], [m for m in members if m != node])
+
+
+def mute(node: int, members: Sequence[int]) -> Dict[int, Set[int]]:
+    """One way: `node`'s frames to the others vanish; theirs still reach it."""
+    return {node: {m for m in members if m != node}}
+
+
+def deafen(node: int, members: Sequence[int]) -> Dict[int, Set[int]]:
+    """One way: the others' frames to `node` vanish; its own still reach them."""
+    return {m: {node} for m in members if m != node}
+
+
+def one_way(members: Sequence[int], rng: random.Random, p: float = 0.3) -> Dict[int, Set[int]]:
+    """Each direction of each link cut on its own with probability p."""
+    cut: Dict[int, Set[int]] = {}
+    for a in members:
+        for b in members:
+            if a != b and rng.random() < p:
+                cut.setdefault(a, set()).add(b)
+    return cut
 
 
 def bridge(members: Sequence[int], rng: random.Random) -> Dict[int, Set[int]]:
@@ -273,9 +297,9 @@ class Nemesis:
 
     # -- partitions --------------------------------------------------------------------------
 
-    async def _partition(self, blocked: Dict[int, Set[int]], episode: Episode, netns: bool = False) -> None:
-        self.cluster.partition(blocked, netns=netns)
-        self.log(f"{self._now():6.2f} s    blocked {_show(blocked)}{' (netns)' if netns else ''}")
+    async def _partition(self, cut: Dict[int, Set[int]], episode: Episode, netns: bool = False) -> None:
+        self.cluster.partition(cut, netns=netns)
+        self.log(f"{self._now():6.2f} s    cut {_show(cut)}{' (netns)' if netns else ''}")
         await self._sleep_until(episode.end)
         self.cluster.partition({}, netns=netns)
 
@@ -295,29 +319,44 @@ class Nemesis:
         while self._now() < episode.end:
             choice = rng.randrange(4)
             if choice == 0:
-                blocked = split(members, rng)
+                cut = split(members, rng)
             elif choice == 1:
-                blocked = isolate(rng.choice(members), members)
+                cut = isolate(rng.choice(members), members)
             elif choice == 2:
-                blocked = bridge(members, rng)
+                cut = bridge(members, rng)
             else:
-                blocked = {}
-            self.cluster.partition(blocked)
-            self.log(f"{self._now():6.2f} s    blocked {_show(blocked)}")
+                cut = {}
+            self.cluster.partition(cut)
+            self.log(f"{self._now():6.2f} s    cut {_show(cut)}")
             await asyncio.sleep(min(rng.uniform(0.2, 0.6), max(0.0, episode.end - self._now())))
         self.cluster.partition({})
+
+    async def _leader_mute(self, episode: Episode, rng: random.Random) -> None:
+        """Followers stop hearing the leader and elect another; the old one, still hearing
+        everything, must learn of the new term and step down (check-quorum, §5.1)."""
+        leader = await self._the_leader(rng)
+        await self._partition(mute(leader.id, await self.members()) if leader else {}, episode)
+
+    async def _leader_deaf(self, episode: Episode, rng: random.Random) -> None:
+        """The leader's heartbeats still arrive, so no follower times out, but no reply does:
+        only check-quorum (thesis §6.2) makes it step down so that the cluster can move on."""
+        leader = await self._the_leader(rng)
+        await self._partition(deafen(leader.id, await self.members()) if leader else {}, episode)
+
+    async def _one_way_random(self, episode: Episode, rng: random.Random) -> None:
+        await self._partition(one_way(await self.members(), rng), episode)
 
     async def _netns_partition(self, episode: Episode, rng: random.Random) -> None:
         members = await self.members()
         choice = rng.randrange(3)
         if choice == 0:
-            blocked = split(members, rng)
+            cut = split(members, rng)
         elif choice == 1:
             leader = await self._the_leader(rng)
-            blocked = isolate(leader.id, members) if leader else split(members, rng)
+            cut = isolate(leader.id, members) if leader else split(members, rng)
         else:
-            blocked = bridge(members, rng)
-        await self._partition(blocked, episode, netns=True)
+            cut = bridge(members, rng)
+        await self._partition(cut, episode, netns=True)
 
     # -- membership and leadership ---------------------------------------------------------------
 
@@ -406,5 +445,6 @@ class Nemesis:
             await asyncio.sleep(min(rng.uniform(0.3, 0.8), max(0.0, episode.end - self._now())))
 
 
-def _show(blocked: Dict[int, Set[int]]) -> str:
-    return "nothing" if not blocked else " ".join(f"{a}x{sorted(b)}" for a, b in sorted(blocked.items()))
+def _show(cut: Dict[int, Set[int]]) -> str:
+    """`1->[2, 3]`: node 1's frames to 2 and 3 vanish."""
+    return "nothing" if not cut else " ".join(f"{a}->{sorted(b)}" for a, b in sorted(cut.items()) if b)

@@ -4,10 +4,12 @@ Off unless the environment names a control file: `RAFTFAST_FAULTS=PATH`. The nod
 file at start and again on every SIGUSR1, so a test harness partitions nodes by rewriting the
 file (atomically: write a temporary file, rename) and signalling:
 
-    {"blocked": [2, 3]}
+    {"blocked": [2, 3], "drop_to": [4], "drop_from": [5]}
 
-`blocked` lists the peers whose frames this node drops, both ways (`PeerTransport.blocked`);
-the connections stay up, so healing is immediate, as after a switch partition that drops
+`blocked` lists the peers whose frames this node drops both ways; `drop_to` the peers it
+stops sending to, and `drop_from` those it stops hearing from (a one-way partition): see
+`PeerTransport.drop_to` and `drop_from`. Every key is optional and an absent key means nobody.
+The connections stay up, so healing is immediate, as after a switch partition that drops
 packets. A file that is missing or does not parse leaves the current faults as they are.
 """
 
@@ -18,15 +20,33 @@ import json
 import logging
 import os
 import signal
-from typing import Optional
+from typing import Any, Optional, Set, Tuple
 
 from .server import RaftServer
 
-__all__ = ["ENV", "FaultHook"]
+__all__ = ["ENV", "FaultHook", "parse_faults"]
 
 ENV = "RAFTFAST_FAULTS"
 
 logger = logging.getLogger("raftfast.runtime.faults")
+
+
+def _ids(spec: dict, key: str) -> Set[int]:
+    value = spec.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise ValueError(f"{key!r} must be a list of node ids, got {value!r}")
+    return set(value)
+
+
+def parse_faults(spec: Any) -> Tuple[Set[int], Set[int]]:
+    """(drop_to, drop_from) from a fault file's JSON; ValueError naming what is wrong."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"a fault file holds a JSON object, got {type(spec).__name__}")
+    unknown = set(spec) - {"blocked", "drop_to", "drop_from"}
+    if unknown:
+        raise ValueError(f"unknown fault keys: {', '.join(sorted(unknown))}")
+    both = _ids(spec, "blocked")
+    return both | _ids(spec, "drop_to"), both | _ids(spec, "drop_from")
 
 
 class FaultHook:
@@ -49,13 +69,15 @@ class FaultHook:
     def reload(self) -> None:
         try:
             with open(self.path) as f:
-                blocked = {int(peer) for peer in json.load(f).get("blocked", ())}
+                drop_to, drop_from = parse_faults(json.load(f))
         except FileNotFoundError:
             return  # nothing injected yet
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError) as exc:
             logger.warning("node %d: ignoring fault file %s: %s", self.server.id, self.path, exc)
             return
         transport = self.server.transport
-        if blocked != transport.blocked:
-            logger.info("node %d: dropping frames to and from %s", self.server.id, sorted(blocked) or "nobody")
-            transport.blocked = blocked
+        if drop_to != transport.drop_to or drop_from != transport.drop_from:
+            logger.info("node %d: dropping frames to %s and from %s", self.server.id,
+                        sorted(drop_to) or "nobody", sorted(drop_from) or "nobody")
+            transport.drop_to = drop_to
+            transport.drop_from = drop_from

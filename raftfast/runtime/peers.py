@@ -106,8 +106,10 @@ class PeerTransport:
         self._inbound: Set[asyncio.Transport] = set()
         self._by_peer: Dict[NodeId, List[_Inbound]] = {}  # identified inbound connections
         self._closed = False
-        # Fault injection (raftfast.runtime.faults): frames to and from these peers are dropped.
-        self.blocked: Set[NodeId] = set()
+        # Fault injection (raftfast.runtime.faults): frames to `drop_to` are never sent, frames
+        # from `drop_from` are dropped on arrival; the two differ for a one-way partition.
+        self.drop_to: Set[NodeId] = set()
+        self.drop_from: Set[NodeId] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class PeerTransport:
 
     def send(self, peer: NodeId, frames: List[bytes]) -> None:
         """Queue `frames` for `peer` (one write); dropped when the peer's queue is full."""
-        if peer in self.blocked:
+        if peer in self.drop_to:
             return
         link = self._links.get(peer)
         if link is None:
@@ -439,7 +441,7 @@ class _Inbound(asyncio.Protocol):
                 error = f"message from node {message.sender} on node {peer}'s connection"
                 break
             messages.append(message)
-        if messages and peer not in owner.blocked:
+        if messages and peer not in owner.drop_from:
             owner.on_messages(messages)
         if error is not None:
             self._reject(error)
