@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from .. import framing
 from ..actions import Action
@@ -291,24 +291,26 @@ class RaftServer:
             {} if held and node.role is Role.LEADER and node.term == term
             and not any(h[4] for h in self._held) else None
         )
-        work = self._prepare(actions, early)
+        work, has_sends = self._prepare(actions, early)
         if early:
             self._flush_sends(early)
         state = (node.role, node.term, node.leader)
         settle = (node.is_leader(), node.commit_index, node.log.last_index(), list(self._changes)) if self._changes else None
         if held:
-            self._held.append((ticket, work, state, settle, any(type(item) is dict for item in work)))
+            self._held.append((ticket, work, state, settle, has_sends))
         else:
             self._carry_out_work(work, state, settle)
 
-    def _prepare(self, actions: List[object], early: Optional[Dict[NodeId, List[bytes]]] = None) -> List[object]:
+    def _prepare(self, actions: List[object],
+                 early: Optional[Dict[NodeId, List[bytes]]] = None) -> Tuple[List[object], bool]:
         """The actions with their sends encoded now, as {peer: [frames]} groups in place of
-        each run of Send actions (one write per peer per run). With `early`, AppendEntries
-        frames go there instead, to be sent before the rest is carried out."""
+        each run of Send actions (one write per peer per run), and whether there is any such
+        group. With `early`, AppendEntries frames go there instead, to be sent at once."""
         work: List[object] = []
         sends: Optional[Dict[NodeId, List[bytes]]] = None
         encode_frame = framing.encode_frame
         max_frame = self.max_frame
+        sends_seen = False
         for action in actions:
             if type(action) is _Send:
                 try:
@@ -323,6 +325,7 @@ class RaftServer:
                 if sends is None:
                     sends = {action.to: [frame]}
                     work.append(sends)
+                    sends_seen = True
                 else:
                     frames = sends.get(action.to)
                     if frames is None:
@@ -332,7 +335,7 @@ class RaftServer:
             else:
                 sends = None
                 work.append(action)
-        return work
+        return work, sends_seen
 
     def _carry_out_work(self, work: List[object], state: tuple, settle: Optional[tuple]) -> None:
         app = self.app
