@@ -7,6 +7,7 @@ cdef class RaftNode:
     cdef object _log
     cdef object _append_commands
     cdef object _batch
+    cdef object _durable_index
     cdef object _rng
     cdef object _min_timeout
     cdef object _max_timeout

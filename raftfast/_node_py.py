@@ -77,6 +77,10 @@ class RaftNode:
         self._log = MemoryLog() if log is None else log
         self._append_commands = getattr(self._log, "append_commands", None)
         self._batch = getattr(self._log, "batch", None)
+        # A log whose sync() only starts the write reports what is on disk: a leader counts
+        # itself toward a commit only that far (thesis §10.2.1). Without it, sync() is a full
+        # barrier and the whole log counts once the step ends.
+        self._durable_index = getattr(self._log, "durable_index", None)
         # The id is always mixed in: nodes given one shared seed must still draw different
         # election timeouts, or they campaign in lockstep and split every vote.
         seed = f"{config.id}" if config.seed is None else f"{config.seed}:{config.id}"
@@ -762,8 +766,8 @@ class RaftNode:
         """§5.3, §5.4.2: commit the highest index a majority holds, if it is from our term."""
         voters = self._voters
         progress = self._progress
-        last = self._log.last_index()
-        matches = [last if v == self._id else progress[v].match for v in voters if v == self._id or v in progress]
+        own = self._log.last_index() if self._durable_index is None else self._durable_index()
+        matches = [own if v == self._id else progress[v].match for v in voters if v == self._id or v in progress]
         if len(matches) < len(voters):
             return
         index = committed_index(matches)

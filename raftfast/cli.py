@@ -568,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--history", metavar="FILE", help="write the history here (with --runs: FILE-SEED.EXT)")
     chaos.add_argument("--runs", type=_int_at_least(1), default=1, help="soak: runs with seeds SEED, SEED+1, ...")
     chaos.add_argument("--json", metavar="FILE", help="also write every run's result as JSON")
+    chaos.add_argument("--sync", choices=["inline", "pipelined"], default="inline",
+                       help="the nodes' fsync mode (serve --sync): pipelined sends a leader's entries "
+                            "while its own fsync runs (inline)")
     chaos.add_argument("-v", "--verbose", action="store_true", help="print what the nemesis does as it does it")
     chaos.set_defaults(handler=_chaos, parser=chaos)
     return parser

@@ -288,6 +288,7 @@ def test_a_node_that_exits_on_its_own_is_a_crash(tmp_path):
     (["--nemesis", "kill-leader,bogus"], "unknown nemesis bogus"),
     (["--duration", "0"], "must be positive"),
     (["--runs", "0"], "below the minimum"),
+    (["--sync", "sometimes"], "invalid choice: 'sometimes'"),
 ])
 def test_bad_flags_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -305,15 +306,18 @@ SLICE = [
     (3, ["pause-follower", "transfer-leader"]),
     (4, ["member-remove", "member-remove-leader"]),
     (5, ["leader-deaf", "leader-mute"]),
+    # the leader's fsync beside replication (thesis §10.2.1) under kills and a partition
+    (6, ["kill-leader", "kill-follower", "partition-leader"], "pipelined"),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("seed, nemeses", SLICE, ids=["+".join(n) for _, n in SLICE])
-def test_chaos_slice(seed, nemeses, tmp_path):
+@pytest.mark.parametrize("seed, nemeses, sync", [(*s, "inline")[:3] for s in SLICE],
+                         ids=["+".join(s[1]) + ("" if len(s) == 2 else f"-{s[2]}") for s in SLICE])
+def test_chaos_slice(seed, nemeses, sync, tmp_path):
     history = str(tmp_path / "history.jsonl")
-    result = run_chaos(ChaosConfig(duration=8.0, nemeses=nemeses, seed=seed, history=history))
+    result = run_chaos(ChaosConfig(duration=8.0, nemeses=nemeses, seed=seed, history=history, sync=sync))
     report = "\n".join([result.explanation, *result.lost, *result.diverged, *result.errors, *result.log])
     assert result.episodes, report  # faults were injected
     assert result.linearizable is True, report

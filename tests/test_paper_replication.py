@@ -11,6 +11,7 @@ from raftfast import (
     EntryKind,
     Event,
     LogEntry,
+    MemoryLog,
     RaftError,
 )
 from raftharness import (
@@ -388,3 +389,53 @@ def test_leader_retries_until_every_follower_stores_every_entry(pattern):
         assert net.applied[i] == commands
     assert net.applied[1] == commands
     assert net.leaders() == [1]
+
+
+# ---------------------------------------------------------------- the leader's own disk (thesis §10.2.1)
+
+
+class _LaggingLog(MemoryLog):
+    """A MemoryLog whose sync() only starts the write: `durable` is what a test says reached
+    the disk (as a runtime's fsync worker would report it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durable = 0
+
+    def durable_index(self) -> int:
+        return self.durable
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_leader_counts_itself_only_up_to_its_durable_index(size):
+    """Thesis §10.2.1: the leader may send entries before its own disk has them, in parallel
+    with its fsync, "as long as it does not count itself toward the majority until they are
+    durable". With its own write pending, a bare majority that needs the leader's vote must
+    not commit; the followers alone, or the leader once durable, may."""
+    log = _LaggingLog()
+    node = node_alone(1, range(1, size + 1), log=log)
+    peers = list(range(2, size + 1))
+    out = make_leader(node, peers[: size // 2])
+    log.durable = log.last_index()
+    ack_all(node, out)  # the no-op, durable everywhere
+    base = node.commit_index
+    assert base == log.last_index()
+
+    out = node.step(Event.Propose(b"x"))
+    index = log.last_index()
+    assert sends(out, AppendEntries), "replication does not wait for the leader's own fsync"
+    majority_with_leader = peers[: size // 2]  # with the leader, a majority; alone, one short
+    applied = ack_all(node, out, peers=majority_with_leader)
+    assert node.commit_index == base and not of_type(applied, Action.Apply)
+
+    # the leader's fsync completes: the next step (any step, even an empty one) counts it
+    log.durable = index
+    applied = node.step_many([])
+    assert node.commit_index == index
+    assert of_type(applied, Action.Apply) == [Action.Apply(index, node.term, b"x")]
+
+    # without the leader: a majority of followers commits on its own
+    out = node.step(Event.Propose(b"y"))
+    applied = ack_all(node, out, peers=peers[: size // 2 + 1])
+    assert node.commit_index == log.last_index() > log.durable
+    assert of_type(applied, Action.Apply) == [Action.Apply(log.last_index(), node.term, b"y")]

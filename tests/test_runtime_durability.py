@@ -14,14 +14,25 @@ from typing import List
 
 import pytest
 
-from raftfast import Event, MemoryLog, RaftConfig
+from raftfast import (
+    AppendEntries,
+    AppendEntriesReply,
+    Event,
+    LogEntry,
+    MemoryLog,
+    RaftConfig,
+    RequestVote,
+    RequestVoteReply,
+)
 from raftfast.errors import StorageError
+from raftfast.framing import decode
 from raftfast.kv.local import LocalKVCluster
 from raftfast.kv.server import ServerOptions
 from raftfast.runtime.durability import DeferredSyncLog, SyncWorker, supports_deferred_sync
 from raftfast.runtime.loop import run
 from raftfast.runtime.server import RaftServer
 from raftfast.types import Role
+from raftharness import log_with_terms
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -185,7 +196,8 @@ def test_applies_and_replies_wait_for_the_fsync_and_come_in_step_order():
             server.wake()
             await _settle()
             assert [e for e in app.events if e[0] == "apply"] == [], "applied before the fsync"
-            assert server.node.last_applied >= 1 and server.applied_index < server.node.last_applied
+            # alone, the leader's own disk is the majority: nothing commits before the fsync
+            assert server.node.commit_index < server.node.log.last_index()
             log.release()  # the first fsync: "first" may be applied now
             await _until(lambda: any(e[0] == "apply" for e in app.events))
             await _until(lambda: log.fsyncs_started == started + 2)  # "second" in the next one
@@ -201,6 +213,79 @@ def test_applies_and_replies_wait_for_the_fsync_and_come_in_step_order():
             await server.stop()
 
     run(main())
+
+
+def test_a_leader_replicates_during_its_own_fsync_but_counts_itself_only_after_it():
+    """Thesis §10.2.1: a leader's AppendEntries leave while its own fsync of those entries
+    runs; a commit may then rest on the followers alone, never on the leader's pending write.
+    Everything else the leader does (applies, replies) still waits for its fsync."""
+
+    async def main():
+        log = GatedLog()
+        app = RecordingApp()
+        # a long election timeout: no second campaign while the test plays the voters
+        config = RaftConfig(1, peers=(2, 3), election_timeout=(50, 60), heartbeat_interval=1, pre_vote=False)
+        server = RaftServer(config, app, log, tick_interval=0.002, pipelined_sync=True)
+        sent: List[tuple] = []
+        server.transport.send = lambda peer, frames: sent.extend((peer, decode(f[4:])) for f in frames)
+        await server.start()
+        try:
+            await _until(lambda: log.fsyncs_started >= 1)  # campaigned: term and vote
+            log.release_started()
+            await _until(lambda: any(type(m) is RequestVote for _, m in sent))
+            term = next(m.term for _, m in sent if type(m) is RequestVote)
+            server._on_messages([RequestVoteReply(term, True, 2)])
+            await _until(lambda: server.node.role == Role.LEADER)
+            # the no-op's fsync is under way and blocked; its AppendEntries went out anyway
+            await _until(lambda: log.fsyncs_started > log.released)
+            await _until(lambda: {p for p, m in sent if type(m) is AppendEntries and m.entries} == {2, 3})
+            noop = server.node.log.last_index()
+            assert server.node.log.durable_index() < noop
+            # one follower has it: with the leader's own write pending, that is no majority
+            server._on_messages([AppendEntriesReply(term, True, 2, noop)])
+            await _settle()
+            assert server.node.commit_index < noop
+            log.release_started()  # the leader's fsync returns: it counts itself, and commits
+            await _until(lambda: server.node.commit_index == noop)
+            await _until(lambda: not server._held)
+
+            # a proposal: both followers store it while the leader's fsync is blocked
+            sent.clear()
+            app.queued.append(Event.Propose(b"x"))
+            server.wake()
+            await _until(lambda: {p for p, m in sent if type(m) is AppendEntries and m.entries} == {2, 3})
+            index = server.node.log.last_index()
+            server._on_messages([AppendEntriesReply(term, True, 2, index), AppendEntriesReply(term, True, 3, index)])
+            await _until(lambda: server.node.commit_index == index)  # the followers are a majority
+            await _settle()
+            assert ("apply", index, b"x") not in app.events, "applied before the leader's own fsync"
+            log.release_started()
+            await _until(lambda: ("apply", index, b"x") in app.events)
+        finally:
+            log.release(100)
+            await server.stop()
+
+    run(main())
+
+
+def test_the_durable_index_follows_the_fsyncs_and_falls_with_a_truncation():
+    log = DeferredSyncLog(log_with_terms([1, 1, 1]))
+    assert log.durable_index() == 3  # recovered from disk
+    log.append([LogEntry(2, 4, command=b"a"), LogEntry(2, 5, command=b"b")])
+    log.requested(1)
+    log.append([LogEntry(2, 6, command=b"c")])
+    log.requested(2)
+    assert log.durable_index() == 3
+    log.synced(1)
+    assert log.durable_index() == 5
+    log.truncate(5)  # the fsync under way covers only what is left
+    assert log.durable_index() == 4
+    log.synced(2)
+    assert log.durable_index() == 4
+    log.append([LogEntry(3, 5, command=b"d")])
+    log.requested(3)
+    log.synced(3)
+    assert log.durable_index() == 5
 
 
 def test_a_failed_fsync_stops_the_node_and_nothing_held_is_carried_out():

@@ -33,9 +33,9 @@ def main(args: argparse.Namespace) -> int:
             root, ext = os.path.splitext(history)
             history = f"{root}-{seed}{ext or '.jsonl'}"
         config = ChaosConfig(nodes=args.nodes, duration=args.duration, nemeses=nemeses, seed=seed,
-                             clients=args.clients, keys=args.keys, history=history)
+                             clients=args.clients, keys=args.keys, history=history, sync=args.sync)
         console.print(f"[bold]chaos run {run + 1}/{args.runs}[/bold]: seed {seed}, {args.nodes} nodes, "
-                      f"{args.duration:g} s, nemeses {', '.join(nemeses) if len(nemeses) < len(NEMESES) else 'all'}")
+                      f"{args.duration:g} s, {args.sync} fsync, nemeses {', '.join(nemeses) if len(nemeses) < len(NEMESES) else 'all'}")
         result = run_chaos(config, progress=(lambda line: console.print("  " + line)) if args.verbose else lambda line: None)
         results.append(result)
         console.print("  " + _verdict(result))

@@ -44,6 +44,7 @@ class ChaosConfig:
     history: Optional[str] = None  # where to write the history (default: in the run's directory)
     check_timeout: float = 300.0  # seconds for the linearizability search
     converge_timeout: float = 30.0  # seconds after healing for every member to catch up
+    sync: str = "inline"  # the nodes' `serve --sync`: pipelined runs the leader's fsync beside replication
 
 
 @dataclass
@@ -103,7 +104,7 @@ async def _run(config: ChaosConfig, progress: Callable[[str], None]) -> ChaosRes
         result.log.append(line)
         progress(line)
 
-    cluster = ChaosCluster(config.nodes, data_dir, netns=use_netns, serve_args=SERVE_ARGS)
+    cluster = ChaosCluster(config.nodes, data_dir, netns=use_netns, serve_args=[*SERVE_ARGS, "--sync", config.sync])
     writer = HistoryWriter(history_path)
     try:
         await cluster.start()

@@ -14,6 +14,11 @@ class RaftLog(Protocol):
     Index 0 is the sentinel before the first entry, with term 0. After compaction the first
     entry is `snapshot_index() + 1` and `term_at(snapshot_index())` is the snapshot's term.
     Writes may be buffered until `sync()`, the durability barrier.
+
+    Optional: `durable_index() -> Index`, for a log whose `sync()` only starts the write (a
+    runtime that runs the fsync beside replication, thesis §10.2.1): the highest index known
+    to survive a crash. A leader then counts itself toward a commit only up to it. Without
+    it the node counts its whole log, as `sync()` returned.
     """
 
     def last_index(self) -> Index: ...

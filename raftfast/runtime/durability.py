@@ -12,19 +12,24 @@ reading sockets, parsing requests, applying and answering during the fsync.
 
 One fsync covers every request made before it started (group commit): requests that arrive
 while one runs are served together by the next.
+
+The log also tells the node how far it is durable (`durable_index()`): the runtime records
+the last index each ticket covers (`requested`) and moves the mark when that ticket's fsync
+returns (`synced`). With it a leader sends its AppendEntries while its own fsync runs and
+counts itself toward a commit only once that fsync returned (thesis §10.2.1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Optional
+from collections import deque
+from typing import Any, Callable, Deque, List, Optional
 
 __all__ = ["DeferredSyncLog", "SyncWorker", "supports_deferred_sync"]
 
 _FAST = ("last_index", "last_term", "term_at", "entry", "entries", "batch", "slices",
-         "append", "append_commands", "truncate", "hard_state", "set_hard_state",
-         "snapshot_index", "snapshot")
+         "append", "append_commands", "hard_state", "set_hard_state", "snapshot_index", "snapshot")
 
 
 def supports_deferred_sync(log: Any) -> bool:
@@ -43,6 +48,8 @@ class DeferredSyncLog:
     def __init__(self, log: Any) -> None:
         self.wrapped = log
         self.dirty = False
+        self._durable = log.last_index()  # what recovery found is on disk
+        self._pending: Deque[List[int]] = deque()  # [ticket, last index it covers], in order
         for name in _FAST:  # bound methods as attributes: no wrapper call on the hot path
             method = getattr(log, name, None)
             if method is not None:
@@ -51,6 +58,36 @@ class DeferredSyncLog:
     def sync(self) -> None:
         self.wrapped.flush()
         self.dirty = True
+
+    def durable_index(self) -> int:
+        """The highest index an fsync that returned covered (as the log holds it now)."""
+        return self._durable
+
+    def requested(self, ticket: int) -> None:
+        """`ticket`'s fsync will cover everything written so far."""
+        self._pending.append([ticket, self.wrapped.last_index()])
+
+    def synced(self, ticket: int) -> None:
+        """Every fsync up to `ticket` returned."""
+        pending = self._pending
+        while pending and pending[0][0] <= ticket:
+            self._durable = pending.popleft()[1]
+
+    def truncate(self, from_index: int) -> None:
+        # what was durable above the cut is gone, and an fsync under way covers less
+        self.wrapped.truncate(from_index)
+        self._lower(from_index - 1)
+
+    def apply_snapshot(self, snapshot: Any) -> None:
+        # the suffix above the snapshot may be gone: claim only the snapshot's own index,
+        # and that only once an fsync covers it
+        self.wrapped.apply_snapshot(snapshot)
+        self._lower(min(self._durable, snapshot.index))
+
+    def _lower(self, index: int) -> None:
+        self._durable = min(self._durable, index)
+        for record in self._pending:
+            record[1] = min(record[1], index)
 
     def __getattr__(self, name: str) -> Any:  # everything else: apply_snapshot, close, ...
         return getattr(self.wrapped, name)

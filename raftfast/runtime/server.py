@@ -11,6 +11,11 @@ has its fsync run by a worker thread, and its actions are held until that fsync 
 the loop goes on. Held actions are carried out strictly in step order, each step's only after
 its own fsync. New proposals wait while an fsync is under way (they make the next one), so
 the commits that peer messages bring are answered as soon as the fsync in flight completes.
+One exception to holding: a leader's AppendEntries go out at once, while its own fsync runs
+(thesis §10.2.1). That is safe because the node counts itself toward a commit only up to the
+log's durable index (`DeferredSyncLog.durable_index`), so nothing those messages carry, the
+commit index included, depends on the leader's pending write; when the fsync returns, an
+empty step lets the leader count itself.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import logging
 import sys
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from .. import framing
 from ..actions import Action
 from ..config import RaftConfig
 from ..errors import EncodingError, NotLeaderError, RaftError, StorageError
 from ..events import Event
-from ..messages import Message
+from ..messages import AppendEntries, Message
 from ..node import RaftNode
 from ..security.tls import TLSConfig
 from ..types import NodeId, Role
@@ -83,8 +88,10 @@ class RaftServer:
         # The node sees a log whose sync() only writes; the SyncWorker does the fsyncs.
         self._deferred: Optional[DeferredSyncLog] = DeferredSyncLog(log) if pipelined_sync else None
         self._syncer: Optional[SyncWorker] = None
-        # Steps whose actions wait for an fsync: (ticket or 0, work, state, settle), in order.
+        # Steps whose actions wait for an fsync: (ticket or 0, work, state, settle, whether
+        # work holds sends), in order.
         self._held: Deque[tuple] = deque()
+        self._recount = False  # an fsync returned: step the leader so it counts itself
         self._synced = 0  # the highest ticket whose fsync completed
         self._sync_since = 0.0  # loop time since when the oldest unfinished fsync was asked for
         self._drain_after = 0  # proposals wait for this ticket's fsync at most (0: not waiting)
@@ -238,7 +245,8 @@ class RaftServer:
         # Two steps: peer messages and ticks first, then the clients' new proposals and reads.
         # On a leader the first step rarely writes the log, so the commits it finds are applied
         # and answered without waiting for the fsync that the new proposals need.
-        if events and self.failure is None:
+        if (events or self._recount) and self.failure is None:
+            self._recount = False
             self._step(events)
             app.flush()
         syncer = self._syncer
@@ -260,14 +268,12 @@ class RaftServer:
 
     def _step(self, events: List[object]) -> None:
         node = self.node
+        term = node.term
         try:
             actions = node.step_many(events)
         except StorageError as exc:
             self._fail(exc)
             return
-        work = self._prepare(actions)
-        state = (node.role, node.term, node.leader)
-        settle = (node.is_leader(), node.commit_index, node.log.last_index(), list(self._changes)) if self._changes else None
         deferred = self._deferred
         ticket = 0
         if deferred is not None and deferred.dirty:
@@ -275,18 +281,36 @@ class RaftServer:
             if self._syncer.requested == self._synced:  # type: ignore[union-attr]
                 self._sync_since = self._loop.time()  # type: ignore[union-attr]
             ticket = self._syncer.request()  # type: ignore[union-attr]
-        if ticket or self._held:
-            self._held.append((ticket, work, state, settle))
+            deferred.requested(ticket)
+        held = bool(ticket or self._held)
+        # A leader whose term this step did not change wrote no hard state (its vote for
+        # itself was durable before any vote for it arrived), only entries: its AppendEntries
+        # need not wait (thesis §10.2.1). Not while an earlier step's sends are held, so each
+        # peer still gets this node's messages in order.
+        early: Optional[Dict[NodeId, List[bytes]]] = (
+            {} if held and node.role is Role.LEADER and node.term == term
+            and not any(h[4] for h in self._held) else None
+        )
+        work, has_sends = self._prepare(actions, early)
+        if early:
+            self._flush_sends(early)
+        state = (node.role, node.term, node.leader)
+        settle = (node.is_leader(), node.commit_index, node.log.last_index(), list(self._changes)) if self._changes else None
+        if held:
+            self._held.append((ticket, work, state, settle, has_sends))
         else:
             self._carry_out_work(work, state, settle)
 
-    def _prepare(self, actions: List[object]) -> List[object]:
+    def _prepare(self, actions: List[object],
+                 early: Optional[Dict[NodeId, List[bytes]]] = None) -> Tuple[List[object], bool]:
         """The actions with their sends encoded now, as {peer: [frames]} groups in place of
-        each run of Send actions (one write per peer per run)."""
+        each run of Send actions (one write per peer per run), and whether there is any such
+        group. With `early`, AppendEntries frames go there instead, to be sent at once."""
         work: List[object] = []
         sends: Optional[Dict[NodeId, List[bytes]]] = None
         encode_frame = framing.encode_frame
         max_frame = self.max_frame
+        sends_seen = False
         for action in actions:
             if type(action) is _Send:
                 try:
@@ -295,9 +319,13 @@ class RaftServer:
                     logger.error("node %d: cannot send %s to node %d: %s",
                                  self.id, type(action.message).__name__, action.to, exc)
                     continue
+                if early is not None and type(action.message) is AppendEntries:
+                    early.setdefault(action.to, []).append(frame)
+                    continue
                 if sends is None:
                     sends = {action.to: [frame]}
                     work.append(sends)
+                    sends_seen = True
                 else:
                     frames = sends.get(action.to)
                     if frames is None:
@@ -307,7 +335,7 @@ class RaftServer:
             else:
                 sends = None
                 work.append(action)
-        return work
+        return work, sends_seen
 
     def _carry_out_work(self, work: List[object], state: tuple, settle: Optional[tuple]) -> None:
         app = self.app
@@ -333,14 +361,17 @@ class RaftServer:
         if self.failure is not None or self._stopping:
             return
         self._synced = ticket
+        self._deferred.synced(ticket)  # type: ignore[union-attr]
         if self._syncer is not None and self._syncer.requested != ticket:
             self._sync_since = self._loop.time()  # type: ignore[union-attr]
         held = self._held
         while held and held[0][0] <= ticket:
-            _, work, state, settle = held.popleft()
+            work, state, settle = held.popleft()[1:4]
             self._carry_out_work(work, state, settle)
         self.app.flush()
-        self.wake()  # the proposals that waited for this fsync
+        if self.node.role is Role.LEADER:
+            self._recount = True
+        self.wake()  # the proposals that waited for this fsync, and the recount
 
     def _on_sync_failed(self, exc: BaseException) -> None:
         if self.failure is None:
