@@ -416,23 +416,23 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
                   TimeRemainingColumn(), console=console, transient=False) as bar:
         task = bar.add_task("starting", total=config.duration, rate="")
-        current = {"duration": config.duration}
+        current = config.duration  # of the run going on: a probe first with --rate P%
 
         def phase(description: str, duration: float) -> None:
-            current["duration"] = duration
+            nonlocal current
+            current = duration
             bar.reset(task, total=duration, description=description, rate="")
 
         def progress(elapsed: float, done: int, errors: int) -> None:
             rate = done / elapsed if elapsed > 0 else 0.0
-            bar.update(task, completed=min(elapsed, current["duration"]),
-                       rate=f"{rate:,.0f} writes/s, {errors} errors")
+            bar.update(task, completed=min(elapsed, current), rate=f"{rate:,.0f} writes/s, {errors} errors")
 
         try:
             result = run_bench(config, progress, phase)
         except (RuntimeError, TimeoutError, OSError) as exc:
             console.print(f"[red]raftfast bench failed:[/red] {exc}")
             return 1
-        bar.update(task, completed=current["duration"])
+        bar.update(task, completed=current)
 
     def us(value: float) -> str:
         return f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.0f} us"
@@ -472,14 +472,16 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         row("CPU per write (all processes)", lambda r: "-" if r.cpu_per_write is None else f"{r.cpu_per_write:.1f} us")
     Console().print(table)
     if open_loop:
-        # latencies run from each write's scheduled send time (open loop, no coordinated omission)
+        if result.probe is not None:
+            console.print(f"maximum {result.probe.throughput:,.0f} writes/s (closed loop, {result.probe.elapsed:.0f} s); "
+                          f"offered {config.rate_fraction:.0%} of it: {result.offered_rate:,.0f} writes/s")
         if result.kept_up:
             console.print(f"open loop: latency from each write's scheduled send time; the cluster kept up "
                           f"({result.throughput:,.0f} of {result.offered_rate:,.0f} writes/s offered)")
         else:
             console.print(f"[red]the cluster could not keep up:[/red] it achieved {result.throughput:,.0f} of "
                           f"{result.offered_rate:,.0f} writes/s offered, {result.unfinished:,} writes unfinished; "
-                          f"the latencies above are mostly queueing in the load generator")
+                          f"writes waited in the load generator for a slot, and the latencies above include that wait")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result.to_dict(), f, indent=2)

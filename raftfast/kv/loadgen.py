@@ -316,6 +316,7 @@ class _Generator:
             report.unfinished = await self._drain(started_ns, ended_ns)
             report.scheduled = self.schedule.due(ended_ns - 1) - self.schedule.due(started_ns - 1)
             report.held_back = self.held_back
+            report.errors = self.errors  # with the drain's
             if self.pacer_lag:
                 lags = sorted(self.pacer_lag)
                 report.pacer_lag_us = [lags[len(lags) // 2] / 1e3, lags[len(lags) * 99 // 100] / 1e3, lags[-1] / 1e3]
@@ -325,7 +326,6 @@ class _Generator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        report.errors = self.errors
         report.latencies = self.latencies.tobytes()
         return report
 
