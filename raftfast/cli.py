@@ -7,7 +7,7 @@
     raftfast status
     raftfast member add|remove|add-learner|promote ID
     raftfast wal inspect DIR
-    raftfast bench [--nodes 3] [--clients 64] [--duration 10] [--value-size 64] [--json FILE] [--plot FILE.png]
+    raftfast bench [--nodes 3] [--clients 64] [--duration 10] [--rate N|P%] [--json FILE] [--plot FILE.png]
     raftfast chaos [--nodes 3|5] [--duration S] [--nemesis NAME,...|all] [--seed N] [--runs N]
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage (argparse's convention).
@@ -19,10 +19,11 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .runtime.address import CLIENT_PORT_OFFSET, Address, parse_address, parse_peers
 from .security import cli as security_cli
@@ -54,6 +55,27 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")
     return value
+
+
+def _rate(text: str) -> Tuple[float, bool]:
+    """`--rate`: writes/s ("50000") or a percentage of the probed maximum ("80%"), as
+    (writes/s, False) or (fraction, True)."""
+    number = text.strip()
+    percent = number.endswith("%")
+    if percent:
+        number = number[:-1].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a rate: writes/s (e.g. 50000) or a percentage of the maximum (e.g. 80%)") from None
+    if not math.isfinite(value) or not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite rate")
+    if percent:
+        if value > 100:
+            raise argparse.ArgumentTypeError(f"{text!r} is above 100% of the maximum")
+        return value / 100.0, True
+    return value, False
 
 
 def _port(text: str) -> int:
@@ -352,8 +374,10 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from .kv.bench import BenchConfig, run_bench
+    from .kv.bench import BenchConfig, BenchResult, run_bench
 
+    if args.rate is not None and args.one_at_a_time:
+        parser.error("--rate and --one-at-a-time exclude each other: one write in flight is a closed loop")
     if args.plot:
         import importlib.util
 
@@ -369,46 +393,95 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             data_dir=args.data_dir, tls_dir=args.tls,
         )
     else:
+        rate, fraction = (None, None)
+        if args.rate is not None:
+            value, is_fraction = args.rate
+            rate, fraction = (None, value) if is_fraction else (value, None)
         config = BenchConfig(
             nodes=args.nodes, clients=args.clients, depth=args.depth, duration=args.duration,
             warmup=args.warmup, value_size=args.value_size,
             targets=_targets(args.target) if args.target else [],
             load_processes=args.load_processes, data_dir=args.data_dir, tls_dir=args.tls,
+            rate=rate, rate_fraction=fraction,
         )
     console = Console(stderr=True)
     where = ", ".join(config.targets) if config.targets else f"a local {config.nodes}-node cluster (WAL, fsync on)"
     where += ", TLS on" if config.tls_dir else ""
-    console.print(f"raftfast bench: {config.clients} clients x {config.depth} in flight, "
-                  f"{config.value_size}-byte values, {config.duration:g} s against {where}")
+    if config.rate is None and config.rate_fraction is None:
+        load = f"{config.clients} clients x {config.depth} in flight"
+    else:
+        offered = f"{config.rate:,.0f} writes/s" if config.rate else f"{config.rate_fraction:.0%} of the maximum"
+        load = f"open loop at {offered} over {config.clients} clients (at most {config.depth} in flight each)"
+    console.print(f"raftfast bench: {load}, {config.value_size}-byte values, {config.duration:g} s against {where}")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
                   TimeRemainingColumn(), console=console, transient=False) as bar:
         task = bar.add_task("starting", total=config.duration, rate="")
+        current = config.duration  # of the run going on: a probe first with --rate P%
+
+        def phase(description: str, duration: float) -> None:
+            nonlocal current
+            current = duration
+            bar.reset(task, total=duration, description=description, rate="")
 
         def progress(elapsed: float, done: int, errors: int) -> None:
             rate = done / elapsed if elapsed > 0 else 0.0
-            bar.update(task, completed=min(elapsed, config.duration), description="writing",
-                       rate=f"{rate:,.0f} writes/s, {errors} errors")
+            bar.update(task, completed=min(elapsed, current), rate=f"{rate:,.0f} writes/s, {errors} errors")
 
         try:
-            result = run_bench(config, progress)
+            result = run_bench(config, progress, phase)
         except (RuntimeError, TimeoutError, OSError) as exc:
             console.print(f"[red]raftfast bench failed:[/red] {exc}")
             return 1
-        bar.update(task, completed=config.duration)
+        bar.update(task, completed=current)
+
+    def us(value: float) -> str:
+        return f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.0f} us"
+
+    runs: List[BenchResult] = [result] if result.probe is None else [result.probe, result]
     table = Table(title="raftfast bench")
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("committed writes/s", f"{result.throughput:,.0f}")
-    table.add_row("writes", f"{result.writes:,}")
-    for p, value in result.percentiles.items():
-        table.add_row(f"latency p{p:g}", f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.0f} us")
-    table.add_row("errors", str(result.errors))
-    for node, cpu in sorted(result.cpu.items()):
-        table.add_row(f"CPU node {node}", f"{cpu:.0f}%")
-    table.add_row("CPU load generator", f"{result.load_cpu:.0f}%")
+    for run in runs:
+        if run.offered_rate is None:
+            heading = "closed loop (maximum)" if len(runs) > 1 else "value"
+        elif config.rate_fraction is not None:
+            heading = f"open loop at {config.rate_fraction:.0%}"
+        else:
+            heading = "open loop"
+        table.add_column(heading, justify="right")
+
+    def row(name: str, cell) -> None:
+        table.add_row(name, *(cell(run) for run in runs))
+
+    open_loop = result.offered_rate is not None
+    if open_loop:
+        row("offered writes/s", lambda r: "-" if r.offered_rate is None else f"{r.offered_rate:,.0f}")
+    row("achieved writes/s" if open_loop else "committed writes/s", lambda r: f"{r.throughput:,.0f}")
+    row("writes", lambda r: f"{r.writes:,}")
+    for p in result.percentiles:
+        row(f"latency p{p:g}", lambda r, p=p: us(r.percentiles[p]))
+    row("errors", lambda r: str(r.errors))
+    if open_loop:
+        row("held back by the in-flight cap", lambda r: "-" if r.offered_rate is None else f"{r.held_back:,}")
+        row("unfinished after the window", lambda r: "-" if r.offered_rate is None else f"{r.unfinished:,}")
+        row("generator lateness p99 / max", lambda r: "-" if not r.pacer_lag_us
+            else f"{us(r.pacer_lag_us[1])} / {us(r.pacer_lag_us[2])}")
+    for node in sorted(result.cpu):
+        row(f"CPU node {node}", lambda r, node=node: f"{r.cpu[node]:.0f}%" if node in r.cpu else "-")
+    row("CPU load generator", lambda r: f"{r.load_cpu:.0f}%")
     if result.cpu_per_write is not None:
-        table.add_row("CPU per write (all processes)", f"{result.cpu_per_write:.1f} us")
+        row("CPU per write (all processes)", lambda r: "-" if r.cpu_per_write is None else f"{r.cpu_per_write:.1f} us")
     Console().print(table)
+    if open_loop:
+        if result.probe is not None:
+            console.print(f"maximum {result.probe.throughput:,.0f} writes/s (closed loop, {result.probe.elapsed:.0f} s); "
+                          f"offered {config.rate_fraction:.0%} of it: {result.offered_rate:,.0f} writes/s")
+        if result.kept_up:
+            console.print(f"open loop: latency from each write's scheduled send time; the cluster kept up "
+                          f"({result.throughput:,.0f} of {result.offered_rate:,.0f} writes/s offered)")
+        else:
+            console.print(f"[red]the cluster could not keep up:[/red] it achieved {result.throughput:,.0f} of "
+                          f"{result.offered_rate:,.0f} writes/s offered, {result.unfinished:,} writes unfinished; "
+                          f"writes waited in the load generator for a slot, and the latencies above include that wait")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result.to_dict(), f, indent=2)
@@ -546,6 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--value-size", type=_int_at_least(0), default=64, help="bytes per value (64)")
     bench.add_argument("--load-processes", type=_int_at_least(1), default=1,
                        help="processes generating the load (1)")
+    bench.add_argument("--rate", type=_rate, metavar="N|P%",
+                       help="open loop: offer N writes/s spread over the clients, latency measured from each "
+                            "write's scheduled send time; P%% first measures the maximum (a short closed-loop "
+                            "run), then offers P%% of it. --depth caps the writes in flight per client")
     bench.add_argument("--one-at-a-time", action="store_true",
                        help="one client, one write in flight: the latency measurement")
     bench.add_argument("--data-dir", help="where the local cluster keeps its WALs (default: a temporary dir)")

@@ -60,6 +60,19 @@ PEERS = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
         (["bench", "--duration", "0"], "must be positive"),
         (["bench", "--value-size", "-1"], "-1 is below the minimum of 0"),
         (["bench", "--target", "127.0.0.1"], "is not HOST:PORT"),
+        (["bench", "--rate", "lots"], "'lots' is not a rate"),
+        (["bench", "--rate", "80%%"], "'80%%' is not a rate"),
+        (["bench", "--rate", "%"], "'%' is not a rate"),
+        (["bench", "--rate", "0"], "'0' must be a positive, finite rate"),
+        (["bench", "--rate", "0%"], "'0%' must be a positive, finite rate"),
+        (["bench", "--rate", "-5000"], "'-5000' must be a positive, finite rate"),
+        (["bench", "--rate=-10%"], "'-10%' must be a positive, finite rate"),
+        (["bench", "--rate", "nan"], "'nan' must be a positive, finite rate"),
+        (["bench", "--rate", "inf"], "'inf' must be a positive, finite rate"),
+        (["bench", "--rate", "100.5%"], "'100.5%' is above 100% of the maximum"),
+        (["bench", "--rate", "150%"], "'150%' is above 100% of the maximum"),
+        (["bench", "--rate"], "expected one argument"),
+        (["bench", "--rate", "80%", "--one-at-a-time"], "--rate and --one-at-a-time exclude each other"),
     ],
 )
 def test_bad_flags_exit_2_with_a_clear_message(argv, message, capsys):
@@ -148,4 +161,21 @@ def test_bench_measures_a_local_cluster(tmp_path, capsys):
     assert "committed writes/s" in table and "latency p99.9" in table and "CPU node 3" in table
     result = json.loads(out.read_text())
     assert result["writes"] > 0 and result["throughput_per_s"] > 0 and result["errors"] == 0
+    assert set(result["latency_us"]) == {"p50", "p90", "p99", "p99.9"}
+
+
+def test_bench_open_loop_at_a_share_of_the_maximum(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--rate", "50%", "--duration", "0.3", "--warmup", "0.1", "--clients", "4",
+                 "--depth", "8", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "closed loop (maximum)" in table and "open loop at 50%" in table and "offered writes/s" in table
+    result = json.loads(out.read_text())
+    probe = result["probe"]
+    assert result["mode"] == "open" and probe["mode"] == "closed" and probe["writes"] > 0
+    assert result["max_throughput_per_s"] == probe["throughput_per_s"]
+    assert result["offered_per_s"] == pytest.approx(0.5 * probe["throughput_per_s"])
+    assert result["config"]["rate_fraction"] == 0.5
+    assert result["writes"] > 0 and result["errors"] == 0 and result["scheduled"] > 0
+    assert isinstance(result["kept_up"], bool)  # whether it did is the machine's business, not the test's
     assert set(result["latency_us"]) == {"p50", "p90", "p99", "p99.9"}

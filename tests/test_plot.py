@@ -27,3 +27,14 @@ def test_plot_without_writes(tmp_path):
     path = tmp_path / "empty.png"
     plot_bench(_result(0, np.array([]), []), str(path))
     assert path.stat().st_size > 0
+
+
+def test_plot_of_an_open_loop_run(tmp_path):
+    rng = np.random.default_rng(2)
+    probe = _result(3000, rng.lognormal(np.log(900.0), 0.5, 3000), [900, 1100, 1000])
+    result = _result(2400, rng.lognormal(np.log(500.0), 0.5, 2400), [800, 800, 800])
+    result.config.rate_fraction = 0.8
+    result.offered_rate, result.probe = 800.0, probe
+    path = tmp_path / "open.png"
+    plot_bench(result, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,6 +1,10 @@
 """The measurement behind `raftfast bench`: start a local cluster (or use running targets),
 drive it with pipelined writes from load processes, and return a `BenchResult`.
 
+Closed loop (the default) measures the maximum throughput. With `rate` the load is open loop at
+that many writes/s; with `rate_fraction` a short closed-loop probe first measures the maximum,
+then the open loop runs at that fraction of it on the same cluster.
+
 Output (tables, JSON, plots) is the caller's business: `run_bench` only measures, so the CLI,
 plots and asv benchmarks can share it.
 """
@@ -13,7 +17,7 @@ import shutil
 import tempfile
 import time
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -23,12 +27,17 @@ from ..security.credentials import ClientCredentials
 from ..security.layout import CertDir
 from .loadgen import LoadReport, LoadSpec, load_process_main
 
-__all__ = ["BenchConfig", "BenchResult", "PERCENTILES", "run_bench"]
+__all__ = ["BenchConfig", "BenchResult", "PERCENTILES", "PROBE_DURATION", "KEPT_UP", "run_bench"]
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+PROBE_DURATION = 5.0  # seconds of the closed-loop probe before `rate_fraction` (at most `duration`)
+KEPT_UP = 0.95  # the cluster kept up with an open loop that achieved this share of the offered rate
 
 Progress = Callable[[float, int, int], None]
 """progress(seconds measured so far, writes completed, errors)"""
+
+Phase = Callable[[str, float], None]
+"""phase(what is measured now, its duration in seconds): called as each run starts"""
 
 
 @dataclass
@@ -45,6 +54,8 @@ class BenchConfig:
     serve_args: List[str] = field(default_factory=list)  # extra `raftfast serve` flags
     data_dir: Optional[str] = None  # where the local cluster's temporary directory goes
     tls_dir: Optional[str] = None  # certificates from `raftfast certs init`: TLS on, client certificate
+    rate: Optional[float] = None  # open loop: writes/s offered, spread over the clients
+    rate_fraction: Optional[float] = None  # open loop at this fraction (0..1] of a probed maximum
 
     @classmethod
     def one_at_a_time(cls, **changes) -> "BenchConfig":
@@ -62,6 +73,27 @@ class BenchResult:
     per_second: List[int]  # writes completed in each whole second of the window
     cpu: Dict[int, float]  # node id -> CPU use in the window, percent of one core
     load_cpu: float  # the load processes' CPU use, percent of one core (summed)
+    # open loop only (offered_rate None: closed loop): writes due in the window, those that
+    # waited for the in-flight cap, those unacknowledged after the drain (latency a lower bound)
+    offered_rate: Optional[float] = None
+    scheduled: int = 0
+    held_back: int = 0
+    unfinished: int = 0
+    probe: Optional["BenchResult"] = None  # rate_fraction: the closed-loop run that found the maximum
+    pacer_lag_us: List[float] = field(default_factory=list)  # p50, p99, max lateness of the generator's wakeups
+
+    @property
+    def max_throughput(self) -> Optional[float]:
+        """The probed maximum writes/s the offered rate is a fraction of (rate_fraction only)."""
+        return self.probe.throughput if self.probe is not None else None
+
+    @property
+    def kept_up(self) -> Optional[bool]:
+        """Open loop: did the cluster achieve (nearly) the offered rate and finish every write due
+        in the window? None for a closed loop."""
+        if self.offered_rate is None:
+            return None
+        return self.throughput >= KEPT_UP * self.offered_rate and self.unfinished == 0
 
     @property
     def throughput(self) -> float:
@@ -95,6 +127,15 @@ class BenchResult:
             "cpu_percent": {str(k): v for k, v in self.cpu.items()},
             "load_cpu_percent": self.load_cpu,
             "cpu_us_per_write": self.cpu_per_write,
+            "mode": "closed" if self.offered_rate is None else "open",
+            "offered_per_s": self.offered_rate,
+            "scheduled": self.scheduled,
+            "held_back": self.held_back,
+            "pacer_lag_us": dict(zip(("p50", "p99", "max"), self.pacer_lag_us)),
+            "unfinished": self.unfinished,
+            "kept_up": self.kept_up,
+            "max_throughput_per_s": self.max_throughput,
+            "probe": self.probe.to_dict() if self.probe is not None else None,
         }
 
 
@@ -105,7 +146,8 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_bench(config: BenchConfig, progress: Optional[Progress] = None) -> BenchResult:
+def run_bench(config: BenchConfig, progress: Optional[Progress] = None,
+              phase: Optional[Phase] = None) -> BenchResult:
     cluster: Optional[LocalCluster] = None
     targets = list(config.targets)
     data_dir: Optional[str] = None
@@ -118,7 +160,22 @@ def run_bench(config: BenchConfig, progress: Optional[Progress] = None) -> Bench
         if cluster is not None:
             cluster.start()
             targets = cluster.client_addresses
-        return _measure(config, targets, cluster, progress, credentials)
+        if config.rate_fraction is None:
+            if phase is not None:
+                phase("writing" if config.rate is None else f"{config.rate:,.0f} writes/s offered", config.duration)
+            return _measure(config, targets, cluster, progress, credentials, config.rate)
+        probe_config = replace(config, rate_fraction=None, duration=min(PROBE_DURATION, config.duration))
+        if phase is not None:
+            phase("finding the maximum", probe_config.duration)
+        probe = _measure(probe_config, targets, cluster, progress, credentials, None)
+        if not probe.throughput:
+            raise RuntimeError("the closed-loop probe completed no writes: no maximum to take a fraction of")
+        rate = config.rate_fraction * probe.throughput
+        if phase is not None:
+            phase(f"{config.rate_fraction:.0%} of it: {rate:,.0f} writes/s offered", config.duration)
+        result = _measure(config, targets, cluster, progress, credentials, rate)
+        result.probe = probe
+        return result
     finally:
         if cluster is not None:
             cluster.stop()
@@ -127,14 +184,16 @@ def run_bench(config: BenchConfig, progress: Optional[Progress] = None) -> Bench
 
 
 def _measure(config: BenchConfig, targets: List[str], cluster: Optional[LocalCluster],
-             progress: Optional[Progress], credentials: Optional[ClientCredentials]) -> BenchResult:
+             progress: Optional[Progress], credentials: Optional[ClientCredentials],
+             rate: Optional[float]) -> BenchResult:
     procs = max(1, min(config.load_processes, config.clients))
     context = multiprocessing.get_context("spawn")
     workers = []
     for i in range(procs):
         clients = config.clients // procs + (1 if i < config.clients % procs else 0)
+        share = rate * clients / config.clients if rate is not None else None  # by the process's clients
         spec = LoadSpec(targets, clients, config.depth, config.value_size, config.keys,
-                        config.warmup, config.duration, seed=i, credentials=credentials)
+                        config.warmup, config.duration, seed=i, credentials=credentials, rate=share)
         parent, child = context.Pipe(duplex=False)
         process = context.Process(target=load_process_main, args=(spec, child), daemon=True)
         process.start()
@@ -202,4 +261,10 @@ def _measure(config: BenchConfig, targets: List[str], cluster: Optional[LocalClu
         per_second=per_second,
         cpu=cpu,
         load_cpu=100.0 * sum(r.cpu_seconds for r in done) / elapsed if elapsed else 0.0,
+        offered_rate=rate,
+        scheduled=sum(r.scheduled for r in done),
+        held_back=sum(r.held_back for r in done),
+        unfinished=sum(r.unfinished for r in done),
+        # the worst process's figures: any late process delays its own writes
+        pacer_lag_us=[max(values) for values in zip(*(r.pacer_lag_us for r in done))],
     )

@@ -1,28 +1,39 @@
 """The load generator behind `raftfast bench`: many pipelined writers on lean protocols.
 
 It runs in its own process (the cluster's nodes are other processes) on its own loop. Each
-simulated client is one connection with its own client id that keeps `depth` puts in flight:
-every reply is answered with a new request in the same write, so the request stream is as
-batched as the cluster's replies. No futures: latency is stamped per request id.
+simulated client is one connection with its own client id. No futures: latency is stamped per
+request id. Two modes:
+
+- closed loop (no `rate`): each client keeps `depth` puts in flight; every reply is answered
+  with a new request in the same write, so the request stream is as batched as the cluster's
+  replies. This measures the maximum throughput, not latency at a given load.
+- open loop (`rate` writes/s): write i is due at start + i / rate whatever the cluster does, and
+  its latency runs from that scheduled time, not from when it was actually sent, so a stalled
+  cluster (or generator) cannot hide latency by delaying the sends (coordinated omission). A
+  client keeps at most `depth` writes in flight; writes due beyond that wait in its backlog, still
+  stamped with their scheduled time, so they count against latency instead of being dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import struct
 import time
 from array import array
+from bisect import bisect_left
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional
 
 from ..runtime.address import Address, parse_address
 from ..runtime.loop import run
 from ..security.credentials import ClientCredentials
 from .protocol import NO_VALUE, REQUEST, RESPONSE, Op, Status, decode_not_leader, encode_request
 
-__all__ = ["LoadSpec", "LoadReport", "generate_load"]
+__all__ = ["LoadSpec", "LoadReport", "Schedule", "generate_load"]
 
 _HEAD_BODY = REQUEST.size - 4
 _PREFIX = struct.Struct("<IBIQQQ")  # a request head up to the key length (REQUEST's first six)
@@ -31,19 +42,23 @@ assert _PREFIX.size + _TAIL.size == REQUEST.size
 _NOT_LEADER = Status.NOT_LEADER
 _OK = Status.OK
 _PUT = Op.PUT
+_TICK = 0.001  # seconds between the open loop's wakeups: each sends the writes that fell due
+_BURST = 16  # consecutive due writes given to one client (at most depth/2): one write() per burst
+_DRAIN = 1.0  # seconds the open loop waits after its window for the window's writes to finish
 
 
 @dataclass
 class LoadSpec:
     targets: List[str]  # client addresses; the first that is leader is used
     clients: int = 64
-    depth: int = 32  # requests in flight per client
+    depth: int = 32  # requests in flight per client (closed loop), its cap (open loop)
     value_size: int = 64
     keys: int = 100_000  # distinct keys written
     warmup: float = 1.0  # seconds before measuring
     duration: float = 10.0  # seconds measured
     seed: int = 0
     credentials: Optional[ClientCredentials] = None  # for a cluster with TLS on its client port
+    rate: Optional[float] = None  # writes/s offered by this process (open loop); None: closed loop
 
 
 @dataclass
@@ -56,10 +71,41 @@ class LoadReport:
     latencies: bytes = b""  # array('q') of ns
     per_second: List[int] = field(default_factory=list)
     cpu_seconds: float = 0.0  # this process's CPU time in the measured window
+    # open loop only: writes due in the window, those that had to wait for the in-flight cap,
+    # and those not acknowledged by the end of the drain (their latency is a lower bound)
+    scheduled: int = 0
+    held_back: int = 0
+    unfinished: int = 0
+    pacer_lag_us: List[float] = field(default_factory=list)  # p50, p99, max of how late it woke
+
+
+class Schedule:
+    """When the open loop's writes are due: write i at `start_ns + i / rate`, whatever happened
+    to the writes before it."""
+
+    def __init__(self, rate: float, start_ns: int) -> None:
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"rate must be a positive number of writes/s, not {rate}")
+        self.start_ns = start_ns
+        self.interval_ns = 1e9 / rate
+
+    def due(self, now_ns: int) -> int:
+        """How many writes are due by `now_ns` (write 0 is due at the start)."""
+        if now_ns < self.start_ns:
+            return 0
+        return int((now_ns - self.start_ns) / self.interval_ns) + 1
+
+    def time_of(self, index: int) -> int:
+        """The scheduled send time of write `index`, ns."""
+        return self.start_ns + int(index * self.interval_ns)
+
+
+_NEVER = 1 << 63  # a window bound no stamp reaches
 
 
 class _Writer(asyncio.Protocol):
-    """One client: a connection that keeps `depth` puts in flight."""
+    """One client: a connection that keeps `depth` puts in flight (closed loop), or sends the
+    writes the open loop hands it, at most `depth` in flight."""
 
     def __init__(self, gen: "_Generator", client_id: int) -> None:
         self.gen = gen
@@ -67,8 +113,9 @@ class _Writer(asyncio.Protocol):
         self.transport: Optional[asyncio.Transport] = None
         self.buffer = b""
         self.next_seq = 1
-        self.inflight: Dict[int, int] = {}  # seq (= request id) -> send time, ns
-        self.open_seqs: List[int] = []
+        # seq (= request id) -> stamp, ns: the send time (closed loop) or the scheduled time (open)
+        self.inflight: Dict[int, int] = {}
+        self.backlog: Deque[int] = deque()  # open loop: scheduled times of due writes not yet sent
         self.lost: asyncio.Future = asyncio.get_running_loop().create_future()
         self.redirect: Optional[Address] = None
 
@@ -79,30 +126,68 @@ class _Writer(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
-    def send(self, count: int, resend: bool = False) -> None:
+    def send(self, count: int, stamps: Optional[List[int]] = None) -> None:
+        """Send `count` new puts stamped now, or (open loop) one per scheduled time in `stamps`."""
+        if stamps is not None:
+            count = len(stamps)
+        seq = self.next_seq
+        self.next_seq = seq + count
+        seqs = range(seq, seq + count)
+        inflight = self.inflight
+        self._write(seqs, min(inflight) if inflight else seq)
+        if stamps is None:
+            inflight.update(dict.fromkeys(seqs, time.perf_counter_ns()))
+        else:
+            inflight.update(zip(seqs, stamps))
+
+    def resend(self) -> None:
+        """After a reconnect: the session's writes in flight again, keeping their stamps, so the
+        reconnect counts against their latency."""
+        seqs = sorted(self.inflight)
+        if seqs:
+            self._write(seqs, seqs[0])
+        self.send_backlog()
+
+    def _write(self, seqs: Any, ack: int) -> None:
         gen = self.gen
-        now = time.perf_counter_ns()
         pack = _PREFIX.pack
         lengths = gen.lengths
         tails = gen.tails
         nkeys = len(tails)
         k = gen.key_cursor
-        inflight = self.inflight
         cid = self.client_id
         out = []
-        seqs = sorted(inflight) if resend else []
-        if not resend:
-            seq = self.next_seq
-            seqs = range(seq, seq + count)
-            self.next_seq = seq + count
-        ack = min(inflight) if inflight else (seqs[0] if seqs else self.next_seq)
         for seq in seqs:
             out.append(pack(lengths[k], _PUT, seq & 0xFFFFFFFF, cid, seq, ack))
             out.append(tails[k])
             k = k + 1 if k + 1 < nkeys else 0
-        inflight.update(dict.fromkeys(seqs, now))
         gen.key_cursor = k
         self.transport.write(b"".join(out))  # type: ignore[union-attr]
+
+    def offer(self, stamps: List[int]) -> None:
+        """Open loop: send these due writes now as far as the in-flight cap allows; the rest wait
+        in the backlog (behind any already there, so writes go out in schedule order)."""
+        transport = self.transport
+        if self.backlog or transport is None or transport.is_closing():
+            room = 0
+        else:
+            room = self.gen.spec.depth - len(self.inflight)
+        if room >= len(stamps):
+            self.send(0, stamps)
+            return
+        if room > 0:
+            self.send(0, stamps[:room])
+            stamps = stamps[room:]
+        self.backlog.extend(stamps)
+        gen = self.gen
+        if gen.measuring:  # count the window's writes only (stamps ascend)
+            gen.held_back += len(stamps) - bisect_left(stamps, gen.window[0])
+
+    def send_backlog(self) -> None:
+        backlog = self.backlog
+        room = self.gen.spec.depth - len(self.inflight)
+        if backlog and room > 0:
+            self.send(0, [backlog.popleft() for _ in range(min(room, len(backlog)))])
 
     def data_received(self, data: bytes) -> None:
         if self.buffer:
@@ -113,7 +198,7 @@ class _Writer(asyncio.Protocol):
         now = time.perf_counter_ns()
         inflight = self.inflight
         gen = self.gen
-        measuring = gen.measuring
+        lo, hi = gen.window
         latencies = gen.latencies
         done = 0
         base = self.next_seq & ~0xFFFFFFFF
@@ -137,15 +222,17 @@ class _Writer(asyncio.Protocol):
                 done += 1
                 if status != _OK:
                     gen.errors += 1
-                elif measuring:
+                elif lo <= sent < hi:
                     latencies.append(now - sent)
             pos = frame_end
         self.buffer = data[pos:] if pos < end else b""
         if done:
-            if measuring:
+            if gen.measuring:
                 gen.completed += done
                 gen.bucket_count += done
-            if gen.running:
+            if gen.schedule is not None:
+                self.send_backlog()
+            elif gen.running:
                 self.send(done)
 
 
@@ -162,12 +249,26 @@ class _Generator:
         self.lengths = [_HEAD_BODY + len(k) + vlen for k in self.keys]
         self.key_cursor = 0
         self.latencies = array("q")
+        # a completed write's latency is recorded when its stamp lies in [lo, hi): the closed
+        # loop records what completes while measuring, the open loop what was due in the window
+        self.window = (_NEVER, _NEVER)
         self.completed = 0
         self.errors = 0
         self.bucket_count = 0
         self.per_second: List[int] = []
         self.measuring = False
         self.running = True
+        # open loop: the schedule, the writers it feeds (the current connection of each client),
+        # how many writes it has handed out, and whose turn it is
+        self.schedule: Optional[Schedule] = None
+        self.writers: List[Optional[_Writer]] = [None] * spec.clients
+        self.all_connected = asyncio.Event()
+        self.issued = 0
+        self.turn = 0
+        self.turn_used = 0
+        self.burst = max(1, min(_BURST, spec.depth // 2))  # a burst never fills a client's cap alone
+        self.held_back = 0
+        self.pacer_lag = array("q")  # per wakeup while measuring: now - due time of the first write handed out
         credentials = spec.credentials
         self.ssl = credentials.ssl_context() if credentials is not None else None
         token = credentials.token() if credentials is not None else None
@@ -177,9 +278,16 @@ class _Generator:
         spec = self.spec
         leader = await _find_leader([parse_address(t) for t in spec.targets], spec.credentials)
         tasks = [asyncio.create_task(self._client(leader, i)) for i in range(spec.clients)]
+        pacer = None
+        if spec.rate is not None:
+            await asyncio.wait_for(self.all_connected.wait(), 15.0)
+            self.schedule = Schedule(spec.rate, time.perf_counter_ns())
+            pacer = asyncio.create_task(self._pace())
         await asyncio.sleep(spec.warmup)
         self.measuring = True
         started = time.perf_counter()
+        started_ns = time.perf_counter_ns()
+        self.window = (started_ns if pacer is not None else 0, _NEVER)
         cpu_started = time.process_time()
         next_second = started + 1.0
         while True:
@@ -194,13 +302,77 @@ class _Generator:
                 next_second += 1.0
             report_progress(now - started, self.completed, self.errors)
         elapsed = time.perf_counter() - started
+        ended_ns = time.perf_counter_ns()
         cpu = time.process_time() - cpu_started
         self.measuring = False
+        report = LoadReport(self.completed, self.errors, elapsed, b"", self.per_second, cpu)
+        if pacer is not None:
+            if pacer.done():
+                pacer.result()  # it only ends by failing: say why
+            pacer.cancel()
+            await asyncio.gather(pacer, return_exceptions=True)
+            self._issue(self.schedule.due(ended_ns - 1))  # the window's last due writes
+            self.window = (started_ns, ended_ns)
+            report.unfinished = await self._drain(started_ns, ended_ns)
+            report.scheduled = self.schedule.due(ended_ns - 1) - self.schedule.due(started_ns - 1)
+            report.held_back = self.held_back
+            report.errors = self.errors  # with the drain's
+            if self.pacer_lag:
+                lags = sorted(self.pacer_lag)
+                report.pacer_lag_us = [lags[len(lags) // 2] / 1e3, lags[len(lags) * 99 // 100] / 1e3, lags[-1] / 1e3]
+        else:
+            self.window = (_NEVER, _NEVER)
         self.running = False
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        return LoadReport(self.completed, self.errors, elapsed, self.latencies.tobytes(), self.per_second, cpu)
+        report.latencies = self.latencies.tobytes()
+        return report
+
+    async def _pace(self) -> None:
+        """Open loop: wake every tick and hand out the writes that fell due since the last."""
+        due = self.schedule.due  # type: ignore[union-attr]
+        while True:
+            self._issue(due(time.perf_counter_ns()))
+            await asyncio.sleep(_TICK)
+
+    def _issue(self, upto: int) -> None:
+        """Hand writes issued..upto-1 to the clients in turn, `burst` consecutive writes each."""
+        i = self.issued
+        if upto <= i:
+            return
+        time_of = self.schedule.time_of  # type: ignore[union-attr]
+        if self.measuring:
+            self.pacer_lag.append(time.perf_counter_ns() - time_of(i))
+        writers = self.writers
+        burst = self.burst
+        turn, used = self.turn, self.turn_used
+        while i < upto:
+            take = min(upto - i, burst - used)
+            writers[turn].offer([time_of(j) for j in range(i, i + take)])  # type: ignore[union-attr]
+            i += take
+            used += take
+            if used == burst:
+                turn = turn + 1 if turn + 1 < len(writers) else 0
+                used = 0
+        self.issued, self.turn, self.turn_used = i, turn, used
+
+    async def _drain(self, started_ns: int, ended_ns: int) -> int:
+        """Open loop, after the window: wait (up to `_DRAIN` s) for the writes due in it, then
+        record those still unacknowledged at their latency so far, a lower bound. Returns how
+        many there were."""
+        writers = [w for w in self.writers if w is not None]
+        deadline = time.monotonic() + _DRAIN
+        while time.monotonic() < deadline and any(w.inflight or w.backlog for w in writers):
+            await asyncio.sleep(0.005)
+        now = time.perf_counter_ns()
+        unfinished = 0
+        for w in writers:
+            for stamp in [*w.inflight.values(), *w.backlog]:
+                if started_ns <= stamp < ended_ns:
+                    unfinished += 1
+                    self.latencies.append(now - stamp)
+        return unfinished
 
     async def _client(self, address: Address, index: int) -> None:
         loop = asyncio.get_running_loop()
@@ -217,10 +389,15 @@ class _Generator:
             if self.auth:
                 proto.transport.write(self.auth)  # type: ignore[union-attr]
             if writer is not None:  # carry the session over: same seqs, resent
-                proto.next_seq, proto.inflight = writer.next_seq, writer.inflight
-                proto.send(0, resend=True)
+                proto.next_seq, proto.inflight, proto.backlog = writer.next_seq, writer.inflight, writer.backlog
+                self.writers[index] = proto
+                proto.resend()
             else:
-                proto.send(self.spec.depth)
+                self.writers[index] = proto
+                if all(w is not None for w in self.writers):
+                    self.all_connected.set()
+                if self.spec.rate is None:
+                    proto.send(self.spec.depth)
             writer = proto
             await proto.lost
             if proto.redirect is not None:

@@ -25,7 +25,8 @@ def _tick_us(value: float) -> str:
 
 def plot_bench(result: BenchResult, path: str, title: Optional[str] = None) -> None:
     """Write a PNG of `result`: committed writes per second of the measured window (left) and
-    the histogram of write latencies on a log scale with p50/p90/p99/p99.9 marked (right)."""
+    the histogram of write latencies on a log scale with p50/p90/p99/p99.9 marked (right). An
+    open-loop result also shows its offered rate (and the probed maximum, if any)."""
     try:
         import matplotlib
     except ImportError:
@@ -38,8 +39,14 @@ def plot_bench(result: BenchResult, path: str, title: Optional[str] = None) -> N
     if title is None:
         where = f"{len(config.targets)} targets" if config.targets else f"{config.nodes}-node local cluster"
         clients = f"{config.clients} client{'s' if config.clients != 1 else ''}"
-        title = (f"raftfast bench: {where}, {clients} x {config.depth} in flight, "
-                 f"{config.value_size}-byte values")
+        if result.offered_rate is None:
+            load = f"{clients} x {config.depth} in flight"
+        elif result.max_throughput is not None:
+            load = (f"open loop, {result.offered_rate:,.0f} writes/s offered "
+                    f"({config.rate_fraction:.0%} of {result.max_throughput:,.0f} max), {clients}")
+        else:
+            load = f"open loop, {result.offered_rate:,.0f} writes/s offered, {clients}"
+        title = f"raftfast bench: {where}, {load}, {config.value_size}-byte values"
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
     fig.suptitle(title, fontsize=12)
 
@@ -54,10 +61,13 @@ def plot_bench(result: BenchResult, path: str, title: Optional[str] = None) -> N
         left.text(0.5, 0.5, "no whole second measured", ha="center", va="center", transform=left.transAxes)
     left.axhline(result.throughput, color="#C44E52", linestyle="--", linewidth=1.5,
                  label=f"mean {result.throughput:,.0f} writes/s")
+    if result.offered_rate is not None:
+        left.axhline(result.offered_rate, color="#333333", linestyle=":", linewidth=1.5,
+                     label=f"offered {result.offered_rate:,.0f} writes/s")
     left.set_xlabel("second of the measured window")
     left.set_ylabel("committed writes/s")
     left.set_title("throughput over time")
-    top = max([result.throughput, *per_second])
+    top = max([result.throughput, result.offered_rate or 0.0, *per_second])
     if top > 0:
         left.set_ylim(0, top * 1.3)  # headroom for the legend
         left.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -85,7 +95,8 @@ def plot_bench(result: BenchResult, path: str, title: Optional[str] = None) -> N
         right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     else:
         right.text(0.5, 0.5, "no acknowledged writes", ha="center", va="center", transform=right.transAxes)
-    right.set_xlabel("write latency (log scale)")
+    right.set_xlabel("write latency (log scale)" if result.offered_rate is None
+                     else "write latency from its scheduled send time (log scale)")
     right.set_ylabel("writes")
     right.set_title(f"latency distribution ({result.writes:,} writes, {result.errors} errors)")
     right.grid(axis="y", alpha=0.3)
