@@ -9,6 +9,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memmove
 
+from raftfast._actions_c cimport Apply
 from raftfast.types import EntryKind, LogEntry
 
 from collections.abc import Sequence
@@ -240,13 +241,25 @@ cdef class EntryLog:
         the apply path, without building LogEntry objects."""
         cdef Py_ssize_t i
         cdef list commands = self._commands
+        cdef Apply apply
         if hi < lo:
             return
         if lo <= self._offset or hi > self._offset + self._n:
             raise IndexError(f"entries {lo}..{hi} are outside the log ({self._offset + 1}..{self.last_index()})")
+        if factory is not Apply:
+            for i in range(lo - self._offset - 1, hi - self._offset):
+                if self._kinds[i] == 0:
+                    out.append(factory(i + self._offset + 1, self._terms[i], commands[i]))
+            return
+        # The node's own factory: fill the fields directly, skipping the call and its
+        # argument parsing (most of an Apply's cost).
         for i in range(lo - self._offset - 1, hi - self._offset):
             if self._kinds[i] == 0:
-                out.append(factory(i + self._offset + 1, self._terms[i], commands[i]))
+                apply = Apply.__new__(Apply)
+                apply.index = i + self._offset + 1
+                apply.term = self._terms[i]
+                apply.command = commands[i]
+                out.append(apply)
 
     # -- writes ----------------------------------------------------------------------------
 
