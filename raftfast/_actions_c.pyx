@@ -20,6 +20,11 @@ cdef class Send:
         return f"Action.Send(to={self.to!r}, message={self.message!r})"
 
 
+# Not GC-tracked: the node fills an Apply with an int, an int and bytes, which cannot form a
+# reference cycle (CPython untracks tuples of atomic values for the same reason). Tracking
+# cost ~8% of a single node's propose->apply path. An Apply a caller builds around a container
+# that refers back to it would leak that cycle rather than be collected.
+@cython.no_gc
 @cython.freelist(1024)
 @cython.dataclasses.dataclass(repr=False)
 cdef class Apply:
