@@ -746,7 +746,8 @@ class RaftNode:
             heartbeat = False
             if entries:
                 if state is _REPLICATE:
-                    pr.next = entries[-1].index + 1
+                    # the entries start at pr.next; indexing a compact batch would build a LogEntry
+                    pr.next += len(entries)
                     pr.inflight.append(pr.next - 1)
                     continue
             if state is _PROBE:
