@@ -247,8 +247,6 @@ cdef class EntryLog:
         cdef Py_ssize_t i
         cdef list commands = self._commands
         cdef Apply apply
-        cdef int64_t term = 0
-        cdef object term_obj = None
         if hi < lo:
             return
         if lo <= self._offset or hi > self._offset + self._n:
@@ -259,16 +257,12 @@ cdef class EntryLog:
                     out.append(factory(i + self._offset + 1, self._terms[i], commands[i]))
             return
         # The node's own factory: fill the fields directly, skipping the call and its
-        # argument parsing (most of an Apply's cost). Runs of entries share a term: convert
-        # it once per run.
+        # argument parsing (most of an Apply's cost).
         for i in range(lo - self._offset - 1, hi - self._offset):
             if self._kinds[i] == 0:
-                if term_obj is None or self._terms[i] != term:
-                    term = self._terms[i]
-                    term_obj = term
                 apply = Apply.__new__(Apply)
                 apply.index = i + self._offset + 1
-                apply.term = term_obj
+                apply.term = self._terms[i]
                 apply.command = commands[i]
                 out.append(apply)
 
