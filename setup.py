@@ -39,6 +39,11 @@ def extensions():
     compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
     targets = [(source[:-4].replace(os.sep, "."), source) for source in sources]
     targets.append(("raftfast._node_c", "raftfast/_node_py.py"))
+    # Cython's change tracking looks for _node_py.pxd, not _node_c.pxd: without this, an edit
+    # to the declarations alone would leave the old generated C in place.
+    node_c = "raftfast/_node_py.c"
+    if os.path.exists(node_c) and os.path.getmtime("raftfast/_node_c.pxd") > os.path.getmtime(node_c):
+        os.remove(node_c)
     modules = [
         Extension(name, [source], define_macros=macros, extra_compile_args=compile_args)
         for name, source in targets

@@ -6,6 +6,7 @@ twin, and the same repr, but built in C, since the node makes one `Apply` per co
 """
 
 cimport cython
+from libc.stdint cimport int64_t
 
 
 @cython.freelist(64)
@@ -20,13 +21,19 @@ cdef class Send:
         return f"Action.Send(to={self.to!r}, message={self.message!r})"
 
 
+# Index and term are stored as C integers: one Python int fewer to allocate and free per
+# committed entry (it is made when the field is read). Not GC-tracked: the node's command is
+# bytes, which cannot form a reference cycle (CPython untracks tuples of atomic values for the
+# same reason); tracking cost ~8% of a single node's propose->apply path. An Apply a caller
+# builds around a container that refers back to it would leak that cycle, not be collected.
+@cython.no_gc
 @cython.freelist(1024)
 @cython.dataclasses.dataclass(repr=False)
 cdef class Apply:
     """Apply a committed NORMAL entry; indexes strictly increase, each once."""
 
-    index: object
-    term: object
+    index: int64_t
+    term: int64_t
     command: object
 
     def __repr__(self):

@@ -1,5 +1,9 @@
 # Augments _node_py.py when setup.py compiles it as raftfast._node_c: RaftNode becomes an
 # extension type with C-level attribute slots. The Python source itself is unchanged.
+# The per-step methods are declared cdef (C calls, no method lookup or argument tuple);
+# nothing outside the class calls them.
+
+cimport cython
 
 cdef class RaftNode:
     cdef object _cfg
@@ -42,3 +46,20 @@ cdef class RaftNode:
     cdef set _needs_append
     cdef list _proposals
     cdef object _snapshot_hint
+
+    @cython.locals(max_bytes=Py_ssize_t, can_propose=bint, out=list, proposals=list)
+    cpdef list step_many(self, events)
+    cdef _dispatch(self, event)
+    cdef list _finish(self)
+    cdef _on_message(self, m)
+    cdef _follow(self, leader)
+    cdef _send(self, to, message)
+    cdef _on_append_entries(self, m)
+    cdef _on_append_reply(self, m)
+    cdef _send_appends(self)
+    cdef _send_append(self, peer, pr, bint heartbeat)
+    cdef _maybe_commit(self)
+    cdef _apply_committed(self, list out)
+    cdef _append_local(self, entries)
+    cdef bint _can_propose(self)
+    cdef _flush_proposals(self)

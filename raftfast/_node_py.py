@@ -14,8 +14,10 @@ Section references are to the Raft paper (Ongaro & Ousterhout 2014, "§5.x") and
 from __future__ import annotations
 
 import random
+import sys
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from ._proposals import END as _END, take_proposals as _take_proposals
 from .actions import Action
 from .config import RaftConfig
 from .errors import ConfigInProgressError, NotLeaderError, RaftError, StorageError
@@ -231,9 +233,16 @@ class RaftNode:
         out = self._out
         proposals = self._proposals
         propose = Event.Propose
-        max_bytes = self._cfg.max_entry_bytes
+        # no command is longer than sys.maxsize: the clamp lets the compiled build compare in C
+        max_bytes = min(self._cfg.max_entry_bytes, sys.maxsize)
         can_propose = self._can_propose()
-        for event in events:
+        events = iter(events)
+        while True:
+            # A leader takes each run of well-formed proposals in one kernel call; the event
+            # that ends the run goes through the general path below.
+            event = _take_proposals(events, proposals, max_bytes) if can_propose else next(events, _END)
+            if event is _END:
+                break
             kind = type(event)
             if kind is propose and can_propose:
                 command = event.command
@@ -750,7 +759,8 @@ class RaftNode:
             heartbeat = False
             if entries:
                 if state is _REPLICATE:
-                    pr.next = entries[-1].index + 1
+                    # the entries start at pr.next; indexing a compact batch would build a LogEntry
+                    pr.next += len(entries)
                     pr.inflight.append(pr.next - 1)
                     continue
             if state is _PROBE:

@@ -21,6 +21,7 @@ def test_the_requested_implementation_is_live():
 
 
 def test_every_module_agrees_with_the_selection():
+    import raftfast._proposals
     import raftfast.codec
     import raftfast.log._entries
     import raftfast.node
@@ -35,6 +36,7 @@ def test_every_module_agrees_with_the_selection():
         raftfast.quorum.committed_index.__module__,
         raftfast.codec.encode.__module__,
         Action.Apply.__module__,
+        raftfast._proposals.take_proposals.__module__,
     }
     suffix = "_c" if compiled else "_py"
     assert all(m.endswith(suffix) for m in modules), modules

@@ -1,4 +1,4 @@
-"""The entry and quorum kernels against naive references, in every twin that is built.
+"""The entry, quorum and proposal kernels against naive references, in every twin that is built.
 
 A compiled twin that is not built is skipped here; `tests/test_build.py` makes sure the
 compiled leg of CI really has them.
@@ -28,6 +28,7 @@ def _twins(name: str):
 
 ENTRY_TWINS = _twins("raftfast.log._entries")
 QUORUM_TWINS = _twins("raftfast.quorum._quorum")
+PROPOSAL_TWINS = _twins("raftfast._proposals")
 
 
 class NaiveLog:
@@ -202,3 +203,51 @@ def test_vote_result_against_counting(twin, voters, granted, rejected):
     else:
         want = twin.VOTE_PENDING
     assert twin.vote_result(voters, granted, rejected) == want
+
+
+def _naive_take(events, max_bytes):
+    """What take_proposals must do: the commands of the leading well-formed proposals, and
+    the first event that is not one (None when there is none)."""
+    from raftfast.events import Event
+
+    taken = []
+    for i, event in enumerate(events):
+        command = event.command if type(event) is Event.Propose else None
+        if type(command) is not bytes or len(command) > max_bytes:
+            return taken, i
+        taken.append(command)
+    return taken, None
+
+
+_EVENT_CHOICES = st.one_of(
+    st.binary(max_size=12).map(lambda b: ("propose", b)),
+    st.sampled_from([("propose", bytearray(b"ba")), ("propose", "text"), ("tick", None), ("none", None)]),
+)
+
+
+@pytest.mark.parametrize("twin", PROPOSAL_TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[1])
+@given(st.lists(_EVENT_CHOICES, max_size=30), st.integers(0, 16))
+def test_take_proposals_stops_at_the_first_event_it_cannot_take(twin, choices, max_bytes):
+    from raftfast.events import Event
+
+    make = {"propose": Event.Propose, "tick": lambda _: Event.Tick(), "none": lambda _: None}
+    events = [make[kind](value) for kind, value in choices]
+    want, stop = _naive_take(events, max_bytes)
+    proposals = [b"earlier"]
+    it = iter(events)
+    got = twin.take_proposals(it, proposals, max_bytes)
+    assert proposals == [b"earlier"] + want
+    if stop is None:
+        assert got is twin.END
+    else:
+        assert got is events[stop]
+        assert list(it) == events[stop + 1 :]  # the stopping event is consumed, no more
+
+
+@pytest.mark.parametrize("twin", PROPOSAL_TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[1])
+def test_take_proposals_on_an_unset_command_raises_as_the_attribute_would(twin):
+    from raftfast.events import Event
+
+    blank = Event.Propose.__new__(Event.Propose)
+    with pytest.raises(AttributeError, match="command"):
+        twin.take_proposals(iter([blank]), [], 10)

@@ -5,10 +5,13 @@ Terms live in a growable C array of int64 and kinds in one of uint8, so a log of
 costs N bytes objects plus 9*N bytes, and term lookups never touch a Python object.
 """
 
+from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memmove
 
+from raftfast._actions_c cimport Apply
 from raftfast.types import EntryKind, LogEntry
 
 from collections.abc import Sequence
@@ -201,6 +204,8 @@ cdef class EntryLog:
         cdef Py_ssize_t start = lo - self._offset - 1
         cdef Py_ssize_t stop, i, size
         cdef list commands = self._commands
+        cdef list terms
+        cdef object term
         if start < 0 or start > self._n:
             raise IndexError(f"batch start {lo} is outside the log ({self._offset + 1}..{self.last_index() + 1})")
         stop = min(self._n, start + max_count)
@@ -213,12 +218,13 @@ cdef class EntryLog:
                     break
                 i += 1
             stop = i
-        return EntryBatch._new(
-            start + self._offset + 1,
-            [self._terms[i] for i in range(start, stop)],
-            (<char*>self._kinds)[start:stop],
-            commands[start:stop],
-        )
+        # sized once, filled in place: this runs per peer for every entry replicated
+        terms = PyList_New(stop - start)
+        for i in range(start, stop):
+            term = self._terms[i]
+            Py_INCREF(term)
+            PyList_SET_ITEM(terms, i - start, term)
+        return EntryBatch._new(start + self._offset + 1, terms, (<char*>self._kinds)[start:stop], commands[start:stop])
 
     def slices(self, int64_t lo, int64_t hi):
         """Entries lo..hi as three parallel sequences: terms, kinds (ints) and commands."""
@@ -240,13 +246,25 @@ cdef class EntryLog:
         the apply path, without building LogEntry objects."""
         cdef Py_ssize_t i
         cdef list commands = self._commands
+        cdef Apply apply
         if hi < lo:
             return
         if lo <= self._offset or hi > self._offset + self._n:
             raise IndexError(f"entries {lo}..{hi} are outside the log ({self._offset + 1}..{self.last_index()})")
+        if factory is not Apply:
+            for i in range(lo - self._offset - 1, hi - self._offset):
+                if self._kinds[i] == 0:
+                    out.append(factory(i + self._offset + 1, self._terms[i], commands[i]))
+            return
+        # The node's own factory: fill the fields directly, skipping the call and its
+        # argument parsing (most of an Apply's cost).
         for i in range(lo - self._offset - 1, hi - self._offset):
             if self._kinds[i] == 0:
-                out.append(factory(i + self._offset + 1, self._terms[i], commands[i]))
+                apply = Apply.__new__(Apply)
+                apply.index = i + self._offset + 1
+                apply.term = self._terms[i]
+                apply.command = commands[i]
+                out.append(apply)
 
     # -- writes ----------------------------------------------------------------------------
 
