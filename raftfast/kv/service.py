@@ -3,9 +3,9 @@
 Writes: each request is validated on arrival; the write frames that arrive in one loop
 iteration, from every connection, are proposed as ONE Raft entry (BATCH_TAG + the frames as
 received), and each is answered when that entry is applied. What waits for an entry is kept by
-its log index as runs of (connection, number of requests): applying the entry yields one
-response frame per request, in order (the request id is in the frame), and the runs say where
-each goes. No per-write bookkeeping. When this node stops being leader every pending write fails with NOT_LEADER, so the
+its log index as runs of (connection, number of requests): applying the entry yields the
+response frames of each run joined in one buffer (`apply_runs`; the request id is in each
+frame), written to the run's connection. No per-write bookkeeping or objects. When this node stops being leader every pending write fails with NOT_LEADER, so the
 client retries at the new leader with the same (client id, seq); the session table makes that
 safe whether or not the first attempt was committed.
 
@@ -192,15 +192,9 @@ class KVService:
             self._fail_batch(mine, runs, lambda rid: self._not_leader(rid, self.raft.node.leader))  # type: ignore[union-attr]
             self.store.apply_batch(command, None)
             return
-        frames: List[bytes] = []
-        self.store.apply_batch(command, None, frames)
-        if len(runs) == 1:
-            runs[0][0].reply_many(frames)
-            return
-        start = 0
-        for conn, n in runs:
-            conn.reply_many(frames[start : start + n])
-            start += n
+        # one joined buffer per run, built by the kernel: no object per response
+        for (conn, _), replies in zip(runs, self.store.apply_runs(command, [n for _, n in runs])):
+            conn.reply(replies)
 
     def read_ready(self, request_id: Hashable) -> None:
         get = self.store.data.get
