@@ -4,9 +4,11 @@ One *turn* per loop iteration does all the work: everything that arrived since t
 goes into `step_many` (peer messages and ticks in one, the application's proposals and reads in
 a second), each paying at most one durability barrier; the actions are carried out in order,
 with the sends for each peer coalesced into one write. Anything that arrives asks for a turn with `loop.call_soon`, so
-a busy loop batches more per turn and an idle one answers at once.
+a busy loop batches more per turn and an idle one answers at once. Inline over a WAL, a
+leader's proposals wait a moment while the acknowledgements of what it sent one fsync ago are
+due (`_acks_due`), so that their commit is answered before the next fsync blocks the loop.
 
-Over a WalLog the durability barrier is pipelined (`durability.py`): a step that wrote the log
+With `pipelined_sync` the durability barrier is pipelined (`durability.py`): a step that wrote the log
 has its fsync run by a worker thread, and its actions are held until that fsync returns, while
 the loop goes on. Held actions are carried out strictly in step order, each step's only after
 its own fsync. New proposals wait while an fsync is under way (they make the next one), so
@@ -20,7 +22,7 @@ import logging
 import sys
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from .. import framing
 from ..actions import Action
@@ -43,6 +45,7 @@ logger = logging.getLogger("raftfast.runtime.server")
 _Send = Action.Send
 _Apply = Action.Apply
 _ReadReady = Action.ReadReady
+_LEADER = Role.LEADER
 _Message = Event.Message
 _MEMBERSHIP_EVENTS = (Event.AddServer, Event.RemoveServer, Event.AddLearner, Event.PromoteLearner)
 _SWITCH_INTERVAL = 0.0002
@@ -112,6 +115,12 @@ class RaftServer:
         self._closed: Optional[asyncio.Future] = None
         self._state = (self.node.role, self.node.term, self.node.leader)
         self._changes: Dict[int, tuple] = {}  # id(event) -> (event, future, commit index or 0)
+        # Inline over a log that fsyncs, a leader's proposals wait for acknowledgements that
+        # are due (`_acks_due`): per proposal step, (its last index, when its sends went out).
+        self._await_acks = not pipelined_sync and supports_deferred_sync(log)
+        self._unacked: Deque[Tuple[int, float]] = deque(maxlen=1024)
+        self._propose_time = 0.0  # moving average of a proposal step's duration: its fsync
+        self._ack_timer: Optional[asyncio.TimerHandle] = None
 
     @property
     def id(self) -> NodeId:
@@ -147,6 +156,9 @@ class RaftServer:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         self._stopping = True
         self._held.clear()  # never carried out: nothing was answered or sent for them
         syncer, self._syncer = self._syncer, None
@@ -252,11 +264,60 @@ class RaftServer:
                 app.flush()
                 return
         self._drain_after = 0
+        if self._await_acks and self._acks_due():
+            app.flush()
+            return
         events = []
         app.drain(events)
         if events and self.failure is None:
-            self._step(events)
+            if self._await_acks:
+                self._propose(events)
+            else:
+                self._step(events)
         app.flush()
+
+    def _propose(self, events: List[object]) -> None:
+        """Step the application's events, and note when a leader's new entries went out."""
+        node = self.node
+        time_ = self._loop.time  # type: ignore[union-attr]
+        last = node.log.last_index()
+        started = time_()
+        self._step(events)
+        if node.log.last_index() > last and node.role == _LEADER and len(node.members) > 1:
+            now = time_()
+            self._propose_time += (now - started - self._propose_time) * 0.2
+            self._unacked.append((node.log.last_index(), now))
+
+    def _acks_due(self) -> bool:
+        """Whether the proposals should wait a moment: the acknowledgements of entries this
+        leader sent about one fsync ago are due. Their followers took about as long to sync them
+        as this node takes to sync its own, so they arrive about when this node's last fsync
+        ended; proposed at once, the next fsync would block the loop just as they come, and the
+        commit they bring would wait for it, a whole fsync more. Waiting (until they come, or
+        1.5 fsyncs after the send at most) lets the loop apply and answer them first."""
+        node = self.node
+        unacked = self._unacked
+        if node.role != _LEADER:
+            unacked.clear()
+            return False
+        commit = node.commit_index
+        while unacked and unacked[0][0] <= commit:
+            unacked.popleft()
+        if not unacked:
+            return False
+        sent = unacked[0][1]
+        expected = self._propose_time
+        loop = self._loop
+        age = loop.time() - sent  # type: ignore[union-attr]
+        if not 0.75 * expected <= age < 1.5 * expected:
+            return False
+        if self._ack_timer is None or self._ack_timer.cancelled():
+            self._ack_timer = loop.call_at(sent + 1.5 * expected, self._ack_wait_over)  # type: ignore[union-attr]
+        return True
+
+    def _ack_wait_over(self) -> None:
+        self._ack_timer = None
+        self.wake()
 
     def _step(self, events: List[object]) -> None:
         node = self.node
