@@ -15,7 +15,7 @@ from typing import List
 
 import pytest
 
-from raftfast import Event, MemoryLog, RaftConfig
+from raftfast import Action, Event, MemoryLog, RaftConfig
 from raftfast.errors import StorageError
 from raftfast.kv.local import LocalKVCluster
 from raftfast.kv.server import ServerOptions
@@ -332,7 +332,7 @@ def test_an_inline_leader_waits_for_due_acknowledgements_and_never_for_ever():
         server._unacked.append((5, now - 0.002))  # sent 2 ms ago: not due yet
         assert not server._acks_due()
         server._unacked[0] = (5, now - 0.009)  # due: the proposals wait, woken by a timer at worst
-        assert server._acks_due() and server._ack_timer is not None
+        assert server._acks_due() and server._wait_timer is not None
         woken: List[bool] = []
         server.wake = lambda: woken.append(True)  # type: ignore[method-assign]
         await _until(lambda: woken)
@@ -346,6 +346,38 @@ def test_an_inline_leader_waits_for_due_acknowledgements_and_never_for_ever():
     run(main())
 
 
+def test_an_inline_leader_waits_for_the_clients_it_answered_half_an_fsync_at_most():
+    """After an apply answered clients, the proposals wait while the application says some of
+    them are still to send their next requests: half a proposal step at most."""
+
+    class App(RecordingApp):
+        awaiting = True
+
+        def awaiting_input(self):
+            return self.awaiting
+
+    async def main():
+        app = App()
+        server = RaftServer(_config(1, (2, 3)), app, GatedLog(), tick_interval=0.002)
+        loop = server._loop = asyncio.get_running_loop()
+        node = server.node = SimpleNamespace(role=Role.LEADER, commit_index=0)  # type: ignore[assignment]
+        server._propose_time = 0.010
+        assert not server._answers_due()  # nothing answered yet
+        server._carry_out_work([Action.Apply(1, 1, b"x")], (Role.LEADER, 1, 1), None)
+        assert server._answered_at and server._answers_due() and server._wait_timer is not None
+        app.awaiting = False  # they all sent theirs: no more waiting
+        assert not server._answers_due() and not server._answered_at
+        app.awaiting = True
+        server._answered_at = loop.time() - 0.006  # more than half a step ago
+        assert not server._answers_due()
+        server._answered_at = loop.time()
+        node.role = Role.FOLLOWER
+        assert not server._answers_due()
+        server._wait_timer.cancel()
+
+    run(main())
+
+
 def test_an_inline_wal_cluster_times_its_proposals_and_answers_every_write(tmp_path):
     options = ServerOptions(node_id=1, tick_interval=0.005, election_timeout=(10, 20))
 
@@ -355,7 +387,10 @@ def test_an_inline_wal_cluster_times_its_proposals_and_answers_every_write(tmp_p
             async with cluster.client() as kv:
                 for _ in range(5):
                     await asyncio.gather(*(kv.put(b"k%d" % i, b"v%d" % i) for i in range(200)))
-                assert await kv.get(b"k199") == b"v199"
+                for i in range(30):  # one at a time: each answered client sends its next at once
+                    await kv.put(b"seq", b"%d" % i)
+                assert await kv.get(b"k199") == b"v199" and await kv.get(b"seq") == b"29"
+            assert not leader.service._answered  # every answered connection sent again, or left
             assert leader.raft._await_acks and leader.raft._propose_time > 0
             await _until(lambda: not leader.raft._acks_due())
 

@@ -104,6 +104,9 @@ class KVService:
         self._read_ids = count(1)
         self._dirty: List["_Connection"] = []
         self._is_leader = False
+        # Connections answered since the last drain that have sent no write since (the leader
+        # waits a moment for their next requests: RaftServer._answers_due).
+        self._answered: Set["_Connection"] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -142,7 +145,11 @@ class KVService:
 
     # -- Application: called by the RaftServer ---------------------------------------------
 
+    def awaiting_input(self) -> bool:
+        return bool(self._answered)
+
     def drain(self, events: List[object]) -> None:
+        self._answered.clear()
         writes = self._writes
         if writes:
             runs = self._runs
@@ -193,8 +200,10 @@ class KVService:
             self.store.apply_batch(command, None)
             return
         # one joined buffer per run, built by the kernel: no object per response
+        answered = self._answered
         for (conn, _), replies in zip(runs, self.store.apply_runs(command, [n for _, n in runs])):
             conn.reply(replies)
+            answered.add(conn)
 
     def read_ready(self, request_id: Hashable) -> None:
         get = self.store.data.get
@@ -338,6 +347,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.service._connections.discard(self)
+        self.service._answered.discard(self)
         self.out = []
 
     def pause_writing(self) -> None:
@@ -420,6 +430,7 @@ class _Connection(asyncio.Protocol):
         if pos or not self.partial_since:  # a request completed, or a first one began: restart the clock
             self.partial_since = _monotonic() if self.buffer else 0.0
         if writes:
+            service._answered.discard(self)
             service._writes += writes
             service._runs += runs
             service._write_bytes += sum(map(len, writes))

@@ -5,8 +5,9 @@ goes into `step_many` (peer messages and ticks in one, the application's proposa
 a second), each paying at most one durability barrier; the actions are carried out in order,
 with the sends for each peer coalesced into one write. Anything that arrives asks for a turn with `loop.call_soon`, so
 a busy loop batches more per turn and an idle one answers at once. Inline over a WAL, a
-leader's proposals wait a moment while the acknowledgements of what it sent one fsync ago are
-due (`_acks_due`), so that their commit is answered before the next fsync blocks the loop.
+leader's proposals wait a moment for input that would otherwise wait a whole fsync more: the
+acknowledgements of what it sent one fsync ago (`_acks_due`), and the next requests of the
+clients it just answered (`_answers_due`).
 
 With `pipelined_sync` the durability barrier is pipelined (`durability.py`): a step that wrote the log
 has its fsync run by a worker thread, and its actions are held until that fsync returns, while
@@ -120,7 +121,9 @@ class RaftServer:
         self._await_acks = not pipelined_sync and supports_deferred_sync(log)
         self._unacked: Deque[Tuple[int, float]] = deque(maxlen=1024)
         self._propose_time = 0.0  # moving average of a proposal step's duration: its fsync
-        self._ack_timer: Optional[asyncio.TimerHandle] = None
+        self._wait_timer: Optional[asyncio.TimerHandle] = None
+        self._answered_at = 0.0  # when an apply last answered clients (0: not waiting for them)
+        self._awaiting_input = getattr(app, "awaiting_input", None)
 
     @property
     def id(self) -> NodeId:
@@ -156,9 +159,9 @@ class RaftServer:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-            self._ack_timer = None
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
         self._stopping = True
         self._held.clear()  # never carried out: nothing was answered or sent for them
         syncer, self._syncer = self._syncer, None
@@ -264,7 +267,7 @@ class RaftServer:
                 app.flush()
                 return
         self._drain_after = 0
-        if self._await_acks and self._acks_due():
+        if self._await_acks and (self._acks_due() or self._answers_due()):
             app.flush()
             return
         events = []
@@ -311,12 +314,39 @@ class RaftServer:
         age = loop.time() - sent  # type: ignore[union-attr]
         if not 0.75 * expected <= age < 1.5 * expected:
             return False
-        if self._ack_timer is None or self._ack_timer.cancelled():
-            self._ack_timer = loop.call_at(sent + 1.5 * expected, self._ack_wait_over)  # type: ignore[union-attr]
+        self._wake_at(sent + 1.5 * expected)
         return True
 
-    def _ack_wait_over(self) -> None:
-        self._ack_timer = None
+    def _answers_due(self) -> bool:
+        """Whether the proposals should wait for the clients this leader just answered: their
+        next requests come a moment later, and an fsync started before they do makes them wait
+        for the one after, a whole fsync more, in smaller batches. Only while the application
+        says some are still to come, and for half a proposal step after the last apply at most."""
+        answered = self._answered_at
+        if not answered:
+            return False
+        awaiting = self._awaiting_input
+        if awaiting is None or not awaiting() or self.node.role != _LEADER:
+            self._answered_at = 0.0
+            return False
+        limit = answered + 0.5 * self._propose_time
+        if self._loop.time() >= limit:  # type: ignore[union-attr]
+            self._answered_at = 0.0
+            return False
+        self._wake_at(limit)
+        return True
+
+    def _wake_at(self, when: float) -> None:
+        """A turn at `when` at the latest, to end a wait whatever comes."""
+        timer = self._wait_timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._wait_timer = self._loop.call_at(when, self._wait_over)  # type: ignore[union-attr]
+
+    def _wait_over(self) -> None:
+        self._wait_timer = None
         self.wake()
 
     def _step(self, events: List[object]) -> None:
@@ -379,6 +409,8 @@ class RaftServer:
             elif kind is _Apply:
                 app.apply(item.index, item.command)  # type: ignore[attr-defined]
                 self.applied_index = item.index  # type: ignore[attr-defined]
+                if self._await_acks:
+                    self._answered_at = self._loop.time()  # type: ignore[union-attr]
             elif kind is _ReadReady:
                 app.read_ready(item.request_id)  # type: ignore[attr-defined]
             else:
