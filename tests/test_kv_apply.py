@@ -137,3 +137,40 @@ def test_scan_writes_stops_at_anything_but_a_complete_valid_write(twin):
     zero = encode_request(Op.PUT, 1, b"k", b"v", client_id=0, seq=1)
     assert twin.scan_writes(zero + w, 0, 1 << 20) == (0, 0)
     assert twin.scan_writes(get + w, len(get), 1 << 20) == (len(get) + len(w), 1)
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[1])
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(requests, max_size=6), max_size=3), st.lists(st.integers(0, 5), max_size=5))
+def test_apply_runs_is_apply_batch_with_the_frames_joined_per_run(twin, reqs, counts):
+    """The same store and sessions as apply_batch; the responses cut by `counts`, any left
+    over unanswered, and a count the batch does not fill gets what is left (b"" for none)."""
+    data, sessions, joined = {}, {}, []
+    for batch in map(_batch, reqs):
+        joined.append(twin.apply_runs(data, sessions, 3, batch, counts))
+    ref_data, ref_sessions, frames_per_batch = {}, {}, []
+    for batch in map(_batch, reqs):
+        frames: list = []
+        PURE.apply_batch(ref_data, ref_sessions, 3, batch, None, frames)
+        frames_per_batch.append(frames)
+    assert (data, sessions) == (ref_data, ref_sessions)
+    for frames, runs in zip(frames_per_batch, joined):
+        assert len(runs) == len(counts)
+        start = 0
+        for count, run in zip(counts, runs):
+            assert run == b"".join(frames[start : start + count])
+            start += count
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[1])
+def test_apply_runs_refuses_a_bad_count_before_applying_anything(twin):
+    batch = _batch([(Op.PUT, 1, 1, 0, b"k", b"v", None, 7)])
+    data: dict = {}
+    for counts in ([1, -1], [1 << 63], [-(1 << 70)]):
+        with pytest.raises(ValueError, match="bad count"):
+            twin.apply_runs(data, {}, 10, batch, counts)
+    assert data == {}
+    assert twin.apply_runs(data, {}, 10, batch, []) == [] and data == {b"k": b"v"}
+    assert twin.apply_runs({}, {}, 10, b"\x02junk", [2]) == [b""]  # not a batch: nothing applied
+    with pytest.raises(struct.error):
+        twin.apply_runs({}, {}, 10, batch[:20], [1])

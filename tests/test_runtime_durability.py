@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 from typing import List
 
 import pytest
 
 from raftfast import (
+    Action,
     AppendEntries,
     AppendEntriesReply,
     Event,
@@ -395,5 +397,87 @@ def test_time_stands_still_while_the_disk_is_stalled():
         finally:
             log.release(100)
             await server.stop()
+
+    run(main())
+
+
+def test_an_inline_leader_waits_for_due_acknowledgements_and_never_for_ever():
+    """Inline over a log that fsyncs, a leader's proposals wait while the acknowledgements of
+    what it sent about one fsync ago are due, so the commit they bring is answered before
+    the next fsync blocks the loop; never once they are overdue, nor on a follower."""
+
+    async def main():
+        assert not RaftServer(_config(1, (2, 3)), RecordingApp(), MemoryLog())._await_acks  # no fsync
+        assert not RaftServer(_config(1, (2, 3)), RecordingApp(), GatedLog(), pipelined_sync=True)._await_acks
+        server = RaftServer(_config(1, (2, 3)), RecordingApp(), GatedLog(), tick_interval=0.002)
+        assert server._await_acks
+        loop = server._loop = asyncio.get_running_loop()
+        node = server.node = SimpleNamespace(role=Role.LEADER, commit_index=0)  # type: ignore[assignment]
+        server._propose_time = 0.010
+        now = loop.time()
+        server._unacked.append((5, now - 0.002))  # sent 2 ms ago: not due yet
+        assert not server._acks_due()
+        server._unacked[0] = (5, now - 0.009)  # due: the proposals wait, woken by a timer at worst
+        assert server._acks_due() and server._wait_timer is not None
+        woken: List[bool] = []
+        server.wake = lambda: woken.append(True)  # type: ignore[method-assign]
+        await _until(lambda: woken)
+        node.commit_index = 5  # they came
+        assert not server._acks_due() and not server._unacked
+        server._unacked.append((9, loop.time() - 0.020))  # overdue: no more waiting
+        assert not server._acks_due()
+        node.role = Role.FOLLOWER
+        assert not server._acks_due() and not server._unacked
+
+    run(main())
+
+
+def test_an_inline_leader_waits_for_the_clients_it_answered_half_an_fsync_at_most():
+    """After an apply answered clients, the proposals wait while the application says some of
+    them are still to send their next requests: half a proposal step at most."""
+
+    class App(RecordingApp):
+        awaiting = True
+
+        def awaiting_input(self):
+            return self.awaiting
+
+    async def main():
+        app = App()
+        server = RaftServer(_config(1, (2, 3)), app, GatedLog(), tick_interval=0.002)
+        loop = server._loop = asyncio.get_running_loop()
+        node = server.node = SimpleNamespace(role=Role.LEADER, commit_index=0)  # type: ignore[assignment]
+        server._propose_time = 0.010
+        assert not server._answers_due()  # nothing answered yet
+        server._carry_out_work([Action.Apply(1, 1, b"x")], (Role.LEADER, 1, 1), None)
+        assert server._answered_at and server._answers_due() and server._wait_timer is not None
+        app.awaiting = False  # they all sent theirs: no more waiting
+        assert not server._answers_due() and not server._answered_at
+        app.awaiting = True
+        server._answered_at = loop.time() - 0.006  # more than half a step ago
+        assert not server._answers_due()
+        server._answered_at = loop.time()
+        node.role = Role.FOLLOWER
+        assert not server._answers_due()
+        server._wait_timer.cancel()
+
+    run(main())
+
+
+def test_an_inline_wal_cluster_times_its_proposals_and_answers_every_write(tmp_path):
+    options = ServerOptions(node_id=1, tick_interval=0.005, election_timeout=(10, 20))
+
+    async def main():
+        async with LocalKVCluster(3, data_dir=str(tmp_path), options=options) as cluster:
+            leader = await cluster.wait_leader()
+            async with cluster.client() as kv:
+                for _ in range(5):
+                    await asyncio.gather(*(kv.put(b"k%d" % i, b"v%d" % i) for i in range(200)))
+                for i in range(30):  # one at a time: each answered client sends its next at once
+                    await kv.put(b"seq", b"%d" % i)
+                assert await kv.get(b"k199") == b"v199" and await kv.get(b"seq") == b"29"
+            assert not leader.service._answered  # every answered connection sent again, or left
+            assert leader.raft._await_acks and leader.raft._propose_time > 0
+            await _until(lambda: not leader.raft._acks_due())
 
     run(main())

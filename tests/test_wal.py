@@ -279,3 +279,23 @@ def test_a_failed_background_preparation_is_fail_stop_at_rotation(tmp_path):
     with WalLog.open(tmp_path, segment_bytes=64 << 10) as again:
         assert again.last_index() >= synced > 0
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_fileio_pwrite_finishes_a_short_write(tmp_path, monkeypatch):
+    """os.pwrite may write less than asked: FileIO.pwrite goes on from where it stopped."""
+    real = os.pwrite
+    calls = []
+
+    def short(fd, data, offset):
+        calls.append(len(data))
+        return real(fd, bytes(data)[:3], offset)
+
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        monkeypatch.setattr(os, "pwrite", short)
+        FileIO().pwrite(fd, b"abcdefgh", 2)
+        monkeypatch.setattr(os, "pwrite", real)
+        assert calls == [8, 5, 2]
+        assert os.pread(fd, 16, 0) == b"\0\0abcdefgh"
+    finally:
+        os.close(fd)

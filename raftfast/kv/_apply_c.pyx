@@ -1,14 +1,18 @@
 # cython: language_level=3
-"""Compiled `apply_batch` and `scan_writes`: the twin of `_apply_py`, same results and errors.
+"""Compiled `apply_batch`, `apply_runs` and `scan_writes`: the twin of `_apply_py`, same
+results and errors.
 
-The request heads are read straight from the batch bytes; keys, values and response frames
-are built with one allocation each. Sessions and results live in the same Python dicts as in
-the pure twin (the snapshot code reads them).
+The request heads are read straight from the batch bytes; keys and values are built with one
+allocation each, and response frames are written into one C buffer (`apply_runs`: one bytes
+per run of requests, no object per response). Sessions and results live in the same Python
+dicts as in the pure twin (the snapshot code reads them).
 """
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
 import struct
@@ -54,15 +58,9 @@ cdef inline bytes _slice(const uint8_t* buf, Py_ssize_t end, Py_ssize_t start, P
     return PyBytes_FromStringAndSize(<const char*>buf + start, n)
 
 
-cdef bytes _frame(uint32_t rid, object result):
-    """RESPONSE.pack(5 + len(body), rid, status) + body."""
-    cdef object status = result[0]
-    cdef bytes body = result[1]
-    cdef Py_ssize_t blen = PyBytes_GET_SIZE(body)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, 9 + blen)
-    cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(out)
+cdef inline void _put_frame(uint8_t* p, uint32_t rid, int status, bytes body, Py_ssize_t blen):
+    """RESPONSE.pack(5 + blen, rid, status) + body, written at `p`."""
     cdef uint32_t length = <uint32_t>(5 + blen)
-    cdef int s = status
     p[0] = length & 0xFF
     p[1] = (length >> 8) & 0xFF
     p[2] = (length >> 16) & 0xFF
@@ -71,10 +69,52 @@ cdef bytes _frame(uint32_t rid, object result):
     p[5] = (rid >> 8) & 0xFF
     p[6] = (rid >> 16) & 0xFF
     p[7] = (rid >> 24) & 0xFF
-    p[8] = <uint8_t>s
+    p[8] = <uint8_t>status
     if blen:
         memcpy(p + 9, PyBytes_AS_STRING(body), blen)
+
+
+cdef bytes _frame(uint32_t rid, object result):
+    """RESPONSE.pack(5 + len(body), rid, status) + body."""
+    cdef bytes body = result[1]
+    cdef Py_ssize_t blen = PyBytes_GET_SIZE(body)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 9 + blen)
+    _put_frame(<uint8_t*>PyBytes_AS_STRING(out), rid, result[0], body, blen)
     return out
+
+
+cdef struct _Out:
+    # every response frame so far, back to back, and where each one ends
+    uint8_t* data
+    Py_ssize_t size, cap
+    Py_ssize_t* ends
+    Py_ssize_t n, ncap
+
+
+cdef int _out_frame(_Out* out, uint32_t rid, object result) except -1:
+    cdef bytes body = result[1]
+    cdef Py_ssize_t blen = PyBytes_GET_SIZE(body)
+    cdef Py_ssize_t need = out.size + 9 + blen, cap
+    cdef void* grown
+    if need > out.cap:
+        cap = max(need, 2 * out.cap, 4096)
+        grown = realloc(out.data, cap)
+        if grown == NULL:
+            raise MemoryError()
+        out.data = <uint8_t*>grown
+        out.cap = cap
+    if out.n == out.ncap:
+        cap = max(2 * out.ncap, 256)
+        grown = realloc(out.ends, cap * sizeof(Py_ssize_t))
+        if grown == NULL:
+            raise MemoryError()
+        out.ends = <Py_ssize_t*>grown
+        out.ncap = cap
+    _put_frame(out.data + out.size, rid, result[0], body, blen)
+    out.size = need
+    out.ends[out.n] = need
+    out.n += 1
+    return 0
 
 
 cdef object _apply_other(dict data, int op, bytes key, const uint8_t* buf, Py_ssize_t end,
@@ -97,13 +137,49 @@ cdef object _apply_other(dict data, int op, bytes key, const uint8_t* buf, Py_ss
     return _CAS_FAILED
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def apply_batch(dict data, dict sessions, Py_ssize_t max_sessions, bytes batch, list replies, list frames=None):
     """Apply a batch entry (BATCH_TAG + write request frames) to `data` and `sessions` (client
     id -> [floor, {seq: result}], least recently active first, at most `max_sessions`). When
     `replies` is a list, append (client id, seq, result) for every request, in order; when
     `frames` is, append each request's response frame instead."""
+    _apply(data, sessions, max_sessions, batch, replies, frames, NULL)
+
+
+def apply_runs(dict data, dict sessions, Py_ssize_t max_sessions, bytes batch, list counts):
+    """Apply a batch entry as `apply_batch` does and return its response frames joined per run:
+    one bytes for each count in `counts`, holding the responses of the next that many requests,
+    in order. Requests past the counts' sum are applied and not answered; a count the batch
+    does not fill gets the responses left (b"" for none). ValueError, with nothing applied,
+    for a count that is negative or above sys.maxsize."""
+    cdef _Out out
+    cdef list joined = []
+    cdef Py_ssize_t i = 0, start = 0, stop, n
+    for count in counts:
+        if not 0 <= count <= PY_SSIZE_T_MAX:
+            raise ValueError(f"apply_runs: bad count {count!r}")
+    out.data = NULL
+    out.ends = NULL
+    out.size = out.cap = out.n = out.ncap = 0
+    try:
+        _apply(data, sessions, max_sessions, batch, None, None, &out)
+        for count in counts:
+            n = count
+            if n > out.n - i:
+                n = out.n - i
+            stop = out.ends[i + n - 1] if n else start
+            joined.append(PyBytes_FromStringAndSize(<const char*>out.data + start, stop - start))
+            i += n
+            start = stop
+    finally:
+        free(out.data)
+        free(out.ends)
+    return joined
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef int _apply(dict data, dict sessions, Py_ssize_t max_sessions, bytes batch, list replies, list frames,
+                _Out* out) except -1:
     cdef Py_ssize_t end = PyBytes_GET_SIZE(batch)
     cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(batch)
     cdef Py_ssize_t pos = 1, kpos, vpos
@@ -117,7 +193,7 @@ def apply_batch(dict data, dict sessions, Py_ssize_t max_sessions, bytes batch, 
     cdef dict results = None
     cdef object result, pyseq
     if end < 1 or buf[0] != 1:  # BATCH_TAG
-        return
+        return 0
     while pos < end:
         if end - pos < HEAD:
             raise struct.error(f"unpack_from requires a buffer of at least {pos + HEAD} bytes for "
@@ -169,12 +245,15 @@ def apply_batch(dict data, dict sessions, Py_ssize_t max_sessions, bytes batch, 
                 results = {k: r for k, r in results.items() if k >= ack}
                 session[1] = results
                 floor = ack
-        if frames is not None:
+        if out != NULL:
+            _out_frame(out, rid, result)
+        elif frames is not None:
             frames.append(_frame(rid, result))
         elif replies is not None:
             replies.append((cid, seq, result))
     if have_session:
         session[0] = floor
+    return 0
 
 
 @cython.boundscheck(False)

@@ -2,17 +2,19 @@
 
 `apply_batch(data, sessions, max_sessions, batch, replies, frames)` is `KVStore.apply_batch`
 over the store's dicts (see `raftfast.kv.store`): the one loop every replica runs for every
-write. `scan_writes(data, pos, max_request)` is the leader's check of arriving write frames.
-Both have a compiled twin with the same results and errors.
+write; `apply_runs` is the same with the responses joined per run of requests (what a leader
+writes to each connection). `scan_writes(data, pos, max_request)` is the leader's check of
+arriving write frames. All have a compiled twin with the same results and errors.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Dict, List, Optional, Tuple
 
 from .protocol import BATCH_TAG, NO_VALUE, REQUEST, RESPONSE, Op, Status
 
-__all__ = ["OK", "CAS_FAILED", "STALE", "apply_batch", "scan_writes"]
+__all__ = ["OK", "CAS_FAILED", "STALE", "apply_batch", "apply_runs", "scan_writes"]
 
 Result = Tuple[int, bytes]
 
@@ -116,6 +118,26 @@ def apply_batch(data: Dict[bytes, bytes], sessions: Dict[int, list], max_session
             replies.append((cid, seq, result))
     if session is not None:
         session[0] = floor
+
+
+def apply_runs(data: Dict[bytes, bytes], sessions: Dict[int, list], max_sessions: int, batch: bytes,
+               counts: List[int]) -> List[bytes]:
+    """Apply a batch entry as `apply_batch` does and return its response frames joined per run:
+    one bytes for each count in `counts`, holding the responses of the next that many requests,
+    in order. Requests past the counts' sum are applied and not answered; a count the batch
+    does not fill gets the responses left (b"" for none). ValueError, with nothing applied,
+    for a count that is negative or above sys.maxsize."""
+    for count in counts:
+        if not 0 <= count <= sys.maxsize:
+            raise ValueError(f"apply_runs: bad count {count!r}")
+    frames: List[bytes] = []
+    apply_batch(data, sessions, max_sessions, batch, None, frames)
+    joined = []
+    start = 0
+    for count in counts:
+        joined.append(b"".join(frames[start : start + count]))
+        start += count
+    return joined
 
 
 def _apply_other(data: Dict[bytes, bytes], op: int, key: bytes, batch: bytes, vpos: int, vlen: int, elen: int) -> Result:

@@ -3,9 +3,9 @@
 Writes: each request is validated on arrival; the write frames that arrive in one loop
 iteration, from every connection, are proposed as ONE Raft entry (BATCH_TAG + the frames as
 received), and each is answered when that entry is applied. What waits for an entry is kept by
-its log index as runs of (connection, number of requests): applying the entry yields one
-response frame per request, in order (the request id is in the frame), and the runs say where
-each goes. No per-write bookkeeping. When this node stops being leader every pending write fails with NOT_LEADER, so the
+its log index as runs of (connection, number of requests): applying the entry yields the
+response frames of each run joined in one buffer (`apply_runs`; the request id is in each
+frame), written to the run's connection. No per-write bookkeeping or objects. When this node stops being leader every pending write fails with NOT_LEADER, so the
 client retries at the new leader with the same (client id, seq); the session table makes that
 safe whether or not the first attempt was committed.
 
@@ -104,6 +104,9 @@ class KVService:
         self._read_ids = count(1)
         self._dirty: List["_Connection"] = []
         self._is_leader = False
+        # Connections answered since the last drain that have sent no write since (the leader
+        # waits a moment for their next requests: RaftServer._answers_due).
+        self._answered: Set["_Connection"] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -142,7 +145,11 @@ class KVService:
 
     # -- Application: called by the RaftServer ---------------------------------------------
 
+    def awaiting_input(self) -> bool:
+        return bool(self._answered)
+
     def drain(self, events: List[object]) -> None:
+        self._answered.clear()
         writes = self._writes
         if writes:
             runs = self._runs
@@ -192,15 +199,11 @@ class KVService:
             self._fail_batch(mine, runs, lambda rid: self._not_leader(rid, self.raft.node.leader))  # type: ignore[union-attr]
             self.store.apply_batch(command, None)
             return
-        frames: List[bytes] = []
-        self.store.apply_batch(command, None, frames)
-        if len(runs) == 1:
-            runs[0][0].reply_many(frames)
-            return
-        start = 0
-        for conn, n in runs:
-            conn.reply_many(frames[start : start + n])
-            start += n
+        # one joined buffer per run, built by the kernel: no object per response
+        answered = self._answered
+        for (conn, _), replies in zip(runs, self.store.apply_runs(command, [n for _, n in runs])):
+            conn.reply(replies)
+            answered.add(conn)
 
     def read_ready(self, request_id: Hashable) -> None:
         get = self.store.data.get
@@ -344,6 +347,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.service._connections.discard(self)
+        self.service._answered.discard(self)
         self.out = []
 
     def pause_writing(self) -> None:
@@ -426,6 +430,7 @@ class _Connection(asyncio.Protocol):
         if pos or not self.partial_since:  # a request completed, or a first one began: restart the clock
             self.partial_since = _monotonic() if self.buffer else 0.0
         if writes:
+            service._answered.discard(self)
             service._writes += writes
             service._runs += runs
             service._write_bytes += sum(map(len, writes))

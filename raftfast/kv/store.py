@@ -16,7 +16,7 @@ from array import array
 from itertools import accumulate
 from typing import Dict, List, Optional, Tuple
 
-from ._apply import apply_batch
+from ._apply import apply_batch, apply_runs
 
 __all__ = ["KVStore", "Result", "SnapshotFormatError"]
 
@@ -51,6 +51,11 @@ class KVStore:
         append (client id, seq, result) for every request, in order; when `frames` is, append
         the response frame for every request instead (its request id, status and body)."""
         apply_batch(self.data, self.sessions, self.max_sessions, batch, replies, frames)
+
+    def apply_runs(self, batch: bytes, counts: List[int]) -> List[bytes]:
+        """Apply a batch entry and return its response frames joined per run of requests: one
+        bytes for each count, holding the responses of the next that many requests."""
+        return apply_runs(self.data, self.sessions, self.max_sessions, batch, counts)
 
     def digest(self) -> str:
         """A hash of the applied state (keys, values and sessions), independent of insertion

@@ -11,6 +11,10 @@ __all__ = ["Application"]
 
 
 class Application(Protocol):
+    """Also, optionally, `awaiting_input() -> bool`: whether clients it answered since the last
+    `drain` are still to send their next requests. Inline over a WAL, a leader's proposals wait
+    for those a moment (at most half an fsync) so that they join the coming fsync."""
+
     def drain(self, events: List[object]) -> None:
         """Start of a turn: append the client events queued since the last turn (proposals,
         reads) to `events`. The app asks for a turn with `RaftServer.wake()`."""

@@ -4,9 +4,12 @@ One *turn* per loop iteration does all the work: everything that arrived since t
 goes into `step_many` (peer messages and ticks in one, the application's proposals and reads in
 a second), each paying at most one durability barrier; the actions are carried out in order,
 with the sends for each peer coalesced into one write. Anything that arrives asks for a turn with `loop.call_soon`, so
-a busy loop batches more per turn and an idle one answers at once.
+a busy loop batches more per turn and an idle one answers at once. Inline over a WAL, a
+leader's proposals wait a moment for input that would otherwise wait a whole fsync more: the
+acknowledgements of what it sent one fsync ago (`_acks_due`), and the next requests of the
+clients it just answered (`_answers_due`).
 
-Over a WalLog the durability barrier is pipelined (`durability.py`): a step that wrote the log
+With `pipelined_sync` the durability barrier is pipelined (`durability.py`): a step that wrote the log
 has its fsync run by a worker thread, and its actions are held until that fsync returns, while
 the loop goes on. Held actions are carried out strictly in step order, each step's only after
 its own fsync. New proposals wait while an fsync is under way (they make the next one), so
@@ -48,6 +51,7 @@ logger = logging.getLogger("raftfast.runtime.server")
 _Send = Action.Send
 _Apply = Action.Apply
 _ReadReady = Action.ReadReady
+_LEADER = Role.LEADER
 _Message = Event.Message
 _MEMBERSHIP_EVENTS = (Event.AddServer, Event.RemoveServer, Event.AddLearner, Event.PromoteLearner)
 _SWITCH_INTERVAL = 0.0002
@@ -119,6 +123,14 @@ class RaftServer:
         self._closed: Optional[asyncio.Future] = None
         self._state = (self.node.role, self.node.term, self.node.leader)
         self._changes: Dict[int, tuple] = {}  # id(event) -> (event, future, commit index or 0)
+        # Inline over a log that fsyncs, a leader's proposals wait for acknowledgements that
+        # are due (`_acks_due`): per proposal step, (its last index, when its sends went out).
+        self._await_acks = not pipelined_sync and supports_deferred_sync(log)
+        self._unacked: Deque[Tuple[int, float]] = deque(maxlen=1024)
+        self._propose_time = 0.0  # moving average of a proposal step's duration: its fsync
+        self._wait_timer: Optional[asyncio.TimerHandle] = None
+        self._answered_at = 0.0  # when an apply last answered clients (0: not waiting for them)
+        self._awaiting_input = getattr(app, "awaiting_input", None)
 
     @property
     def id(self) -> NodeId:
@@ -154,6 +166,9 @@ class RaftServer:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
         self._stopping = True
         self._held.clear()  # never carried out: nothing was answered or sent for them
         syncer, self._syncer = self._syncer, None
@@ -260,11 +275,87 @@ class RaftServer:
                 app.flush()
                 return
         self._drain_after = 0
+        if self._await_acks and (self._acks_due() or self._answers_due()):
+            app.flush()
+            return
         events = []
         app.drain(events)
         if events and self.failure is None:
-            self._step(events)
+            if self._await_acks:
+                self._propose(events)
+            else:
+                self._step(events)
         app.flush()
+
+    def _propose(self, events: List[object]) -> None:
+        """Step the application's events, and note when a leader's new entries went out."""
+        node = self.node
+        time_ = self._loop.time  # type: ignore[union-attr]
+        last = node.log.last_index()
+        started = time_()
+        self._step(events)
+        if node.log.last_index() > last and node.role == _LEADER and len(node.members) > 1:
+            now = time_()
+            self._propose_time += (now - started - self._propose_time) * 0.2
+            self._unacked.append((node.log.last_index(), now))
+
+    def _acks_due(self) -> bool:
+        """Whether the proposals should wait a moment: the acknowledgements of entries this
+        leader sent about one fsync ago are due. Their followers took about as long to sync them
+        as this node takes to sync its own, so they arrive about when this node's last fsync
+        ended; proposed at once, the next fsync would block the loop just as they come, and the
+        commit they bring would wait for it, a whole fsync more. Waiting (until they come, or
+        1.5 fsyncs after the send at most) lets the loop apply and answer them first."""
+        node = self.node
+        unacked = self._unacked
+        if node.role != _LEADER:
+            unacked.clear()
+            return False
+        commit = node.commit_index
+        while unacked and unacked[0][0] <= commit:
+            unacked.popleft()
+        if not unacked:
+            return False
+        sent = unacked[0][1]
+        expected = self._propose_time
+        loop = self._loop
+        age = loop.time() - sent  # type: ignore[union-attr]
+        if not 0.75 * expected <= age < 1.5 * expected:
+            return False
+        self._wake_at(sent + 1.5 * expected)
+        return True
+
+    def _answers_due(self) -> bool:
+        """Whether the proposals should wait for the clients this leader just answered: their
+        next requests come a moment later, and an fsync started before they do makes them wait
+        for the one after, a whole fsync more, in smaller batches. Only while the application
+        says some are still to come, and for half a proposal step after the last apply at most."""
+        answered = self._answered_at
+        if not answered:
+            return False
+        awaiting = self._awaiting_input
+        if awaiting is None or not awaiting() or self.node.role != _LEADER:
+            self._answered_at = 0.0
+            return False
+        limit = answered + 0.5 * self._propose_time
+        if self._loop.time() >= limit:  # type: ignore[union-attr]
+            self._answered_at = 0.0
+            return False
+        self._wake_at(limit)
+        return True
+
+    def _wake_at(self, when: float) -> None:
+        """A turn at `when` at the latest, to end a wait whatever comes."""
+        timer = self._wait_timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._wait_timer = self._loop.call_at(when, self._wait_over)  # type: ignore[union-attr]
+
+    def _wait_over(self) -> None:
+        self._wait_timer = None
+        self.wake()
 
     def _step(self, events: List[object]) -> None:
         node = self.node
@@ -346,6 +437,8 @@ class RaftServer:
             elif kind is _Apply:
                 app.apply(item.index, item.command)  # type: ignore[attr-defined]
                 self.applied_index = item.index  # type: ignore[attr-defined]
+                if self._await_acks:
+                    self._answered_at = self._loop.time()  # type: ignore[union-attr]
             elif kind is _ReadReady:
                 app.read_ready(item.request_id)  # type: ignore[attr-defined]
             else:

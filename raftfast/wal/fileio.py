@@ -38,11 +38,14 @@ class FileIO:
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> None:
         """Write all of `data` at `offset` (os.pwrite may write less than asked)."""
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view = view[written:]
+        written = os.pwrite(fd, data, offset)
+        if written < len(data):  # rare: no memoryview on the usual path (a page of zeros, say)
+            view = memoryview(data)[written:]
             offset += written
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
 
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)
