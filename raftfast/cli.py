@@ -384,13 +384,15 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if importlib.util.find_spec("matplotlib") is None:  # say so before a long run, not after
             print("raftfast bench: --plot needs matplotlib: pip install 'raftfast[bench]'", file=sys.stderr)
             return 1
+    if args.sync != "inline" and args.target:
+        parser.error("--sync applies to the local cluster bench starts, not to --target nodes")
     if args.tls and not args.target:
         security_cli.ensure_cert_dir(args.tls, args.nodes, parser)
     if args.one_at_a_time:
         config = BenchConfig.one_at_a_time(
             nodes=args.nodes, duration=args.duration, warmup=args.warmup,
             value_size=args.value_size, targets=_targets(args.target) if args.target else [],
-            data_dir=args.data_dir, tls_dir=args.tls,
+            data_dir=args.data_dir, tls_dir=args.tls, serve_args=["--sync", args.sync],
         )
     else:
         rate, fraction = (None, None)
@@ -402,7 +404,7 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             warmup=args.warmup, value_size=args.value_size,
             targets=_targets(args.target) if args.target else [],
             load_processes=args.load_processes, data_dir=args.data_dir, tls_dir=args.tls,
-            rate=rate, rate_fraction=fraction,
+            rate=rate, rate_fraction=fraction, serve_args=["--sync", args.sync],
         )
     console = Console(stderr=True)
     where = ", ".join(config.targets) if config.targets else f"a local {config.nodes}-node cluster (WAL, fsync on)"
@@ -626,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--one-at-a-time", action="store_true",
                        help="one client, one write in flight: the latency measurement")
     bench.add_argument("--data-dir", help="where the local cluster keeps its WALs (default: a temporary dir)")
+    bench.add_argument("--sync", choices=["inline", "pipelined"], default="inline",
+                       help="the local cluster's fsync mode (serve --sync): inline (default) for throughput, "
+                            "pipelined (the leader's fsync beside replication) for latency at low load")
     bench.add_argument("--tls", metavar="DIR", help="TLS on: the certificates in DIR (created with `raftfast "
                        "certs init` when DIR holds no CA yet); the load uses the client certificate")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")

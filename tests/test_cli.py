@@ -73,6 +73,8 @@ PEERS = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
         (["bench", "--rate", "150%"], "'150%' is above 100% of the maximum"),
         (["bench", "--rate"], "expected one argument"),
         (["bench", "--rate", "80%", "--one-at-a-time"], "--rate and --one-at-a-time exclude each other"),
+        (["bench", "--sync", "later"], "invalid choice: 'later'"),
+        (["bench", "--sync", "pipelined", "--target", "127.0.0.1:8001"], "--sync applies to the local cluster"),
     ],
 )
 def test_bad_flags_exit_2_with_a_clear_message(argv, message, capsys):
@@ -179,3 +181,12 @@ def test_bench_open_loop_at_a_share_of_the_maximum(tmp_path, capsys):
     assert result["writes"] > 0 and result["errors"] == 0 and result["scheduled"] > 0
     assert isinstance(result["kept_up"], bool)  # whether it did is the machine's business, not the test's
     assert set(result["latency_us"]) == {"p50", "p90", "p99", "p99.9"}
+
+
+def test_bench_one_at_a_time_over_pipelined_fsyncs(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--one-at-a-time", "--sync", "pipelined", "--duration", "0.5", "--warmup", "0.2",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["serve_args"] == ["--sync", "pipelined"]
+    assert result["writes"] > 0 and result["errors"] == 0
