@@ -241,6 +241,33 @@ def test_the_next_segment_is_zero_filled_in_the_background(tmp_path):
         assert state(again) == expected
 
 
+def test_past_its_first_segment_the_log_prepares_the_next_one_at_its_first_write(tmp_path):
+    """While segments double, a spare started at half full was not ready when the segment
+    filled: the rotation waited for it (20-90 ms, growing, at 80k writes/s)."""
+    with WalLog.open(tmp_path, segment_bytes=1 << 30) as log:
+        while len(segments(tmp_path)) < 2:
+            log.append_commands(1, 0, [bytes(1000)] * 64)
+            log.sync()
+        log._drop_spare()  # whatever was prepared for segment 2: look only at what comes next
+        log.append_commands(1, 0, [bytes(100)])
+        log.sync()  # a first small write into segment 2, far below half of its 2 MiB
+        assert os.path.exists(tmp_path / (segment_name(3) + ".tmp"))
+
+
+def test_a_spare_is_zero_filled_at_a_pace_in_the_background(tmp_path, monkeypatch):
+    """In the background, the zero-fill rests after each piece as long as it took, so it takes
+    at most half of the disk's time; on the caller's thread it runs flat out."""
+    from raftfast.wal import segment
+
+    rests = []
+    monkeypatch.setattr(segment.time, "sleep", rests.append)
+    segment.prepare_segment(FileIO(), str(tmp_path), 7, 3 << 20, paced=True)
+    assert len(rests) == 3 and all(r >= 0 for r in rests)
+    segment.prepare_segment(FileIO(), str(tmp_path), 8, 3 << 20)
+    assert len(rests) == 3
+    assert os.path.getsize(tmp_path / (segment_name(7) + ".tmp")) == 3 << 20
+
+
 class NoSpaceForNewSegments(FileIO):
     """Real files, but writing a new segment's temp file fails with ENOSPC (on the spare's
     background thread, since FileIO allows threads)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 from typing import Iterator, Optional, Tuple
 
 import crc32c
@@ -23,7 +24,7 @@ TMP_SUFFIX = ".tmp"
 
 _ZEROS = bytes(1 << 20)
 _PAGE = bytes(mmap.PAGESIZE)
-_ZERO_SYNC_BYTES = 4 << 20
+_ZERO_SYNC_BYTES = 1 << 20
 _NO_MAGIC = b"\0\0\0\0"
 
 
@@ -49,15 +50,20 @@ def write_zeros(io: FileIO, fd: int, start: int, end: int) -> None:
         start += n
 
 
-def prepare_segment(io: FileIO, directory: str, seq: int, size: int) -> None:
+def prepare_segment(io: FileIO, directory: str, seq: int, size: int, paced: bool = False) -> None:
     """Write the temp file of segment `seq`: `size` bytes of zeros, fsynced. The slow half of
     making a segment, which can run ahead of need. It syncs every few MiB, so the disk never
-    holds a long queue of zeros in front of the log's own fdatasyncs."""
+    holds a long queue of zeros in front of the log's own fdatasyncs; `paced` (ahead of need,
+    in the background) also rests after each piece as long as the piece took, so the zeros
+    take at most half the disk's time from the log's fdatasyncs."""
     fd = io.create(os.path.join(directory, segment_name(seq) + TMP_SUFFIX))
     try:
         for start in range(0, size, _ZERO_SYNC_BYTES):
+            began = time.monotonic()
             write_zeros(io, fd, start, min(size, start + _ZERO_SYNC_BYTES))
             io.fdatasync(fd)
+            if paced:
+                time.sleep(time.monotonic() - began)
         io.fsync(fd)
     finally:
         io.close(fd)

@@ -396,7 +396,12 @@ class WalLog:
             self._io.pwrite(self._fd, buf, self._pos)
             self._pos += len(buf)
             buf.clear()
-            if self._spare is None and 2 * self._pos > self._size:
+            # Prepare the next segment as soon as this one is written to: while segments still
+            # double, the spare is twice this segment's size, and started at half full it was
+            # not ready in time (the rotation waited 20-90 ms, and longer as they grew, at
+            # 80k writes/s). A log that never outgrows its first segment waits until it is
+            # half full, so a small log never pays for a spare.
+            if self._spare is None and (self._seq > 1 or 2 * self._pos > self._size):
                 self._spare = _Spare(self._io, self._dir, self._seq + 1, self._next_size())
 
     def _sync_segment(self) -> None:
@@ -491,10 +496,10 @@ class WalLog:
 
 
 class _Spare:
-    """The next segment's temp file, zero-filled ahead of need once the active segment is half
-    full: on a background thread when the file layer allows it, so rotation only writes a
-    header (the zero-fill is ~0.1 s of CPU and more of disk per 64 MiB, nearly all of it in
-    system calls, which release the GIL); otherwise at once, on the caller's thread."""
+    """The next segment's temp file, zero-filled ahead of need (`_flush` says when): on a
+    background thread when the file layer allows it, so rotation only writes a header (the
+    zero-fill is ~0.1 s of CPU and more of disk per 64 MiB, nearly all of it in system calls,
+    which release the GIL); otherwise at once, on the caller's thread."""
 
     def __init__(self, io: FileIO, directory: str, seq: int, size: int) -> None:
         self.seq, self.size = seq, size
@@ -508,7 +513,7 @@ class _Spare:
 
     def _run(self, io: FileIO, directory: str) -> None:
         try:
-            prepare_segment(io, directory, self.seq, self.size)
+            prepare_segment(io, directory, self.seq, self.size, paced=True)
         except BaseException as e:  # handed to the WAL's thread by wait()
             self._error = e
 
