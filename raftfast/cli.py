@@ -29,6 +29,7 @@ from .runtime.address import CLIENT_PORT_OFFSET, Address, parse_address, parse_p
 from .security import cli as security_cli
 
 DEFAULT_TARGETS = [f"127.0.0.1:{7001 + i + CLIENT_PORT_OFFSET}" for i in range(3)]
+SYNC_MODES = ("inline", "pipelined")  # `serve --sync`, also passed on by bench and chaos
 
 # -- argument types: each raises ArgumentTypeError, which argparse turns into exit code 2 ------
 
@@ -388,11 +389,12 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--sync applies to the local cluster bench starts, not to --target nodes")
     if args.tls and not args.target:
         security_cli.ensure_cert_dir(args.tls, args.nodes, parser)
+    serve_args = ["--sync", args.sync]
     if args.one_at_a_time:
         config = BenchConfig.one_at_a_time(
             nodes=args.nodes, duration=args.duration, warmup=args.warmup,
             value_size=args.value_size, targets=_targets(args.target) if args.target else [],
-            data_dir=args.data_dir, tls_dir=args.tls, serve_args=["--sync", args.sync],
+            data_dir=args.data_dir, tls_dir=args.tls, serve_args=serve_args,
         )
     else:
         rate, fraction = (None, None)
@@ -404,7 +406,7 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             warmup=args.warmup, value_size=args.value_size,
             targets=_targets(args.target) if args.target else [],
             load_processes=args.load_processes, data_dir=args.data_dir, tls_dir=args.tls,
-            rate=rate, rate_fraction=fraction, serve_args=["--sync", args.sync],
+            rate=rate, rate_fraction=fraction, serve_args=serve_args,
         )
     console = Console(stderr=True)
     where = ", ".join(config.targets) if config.targets else f"a local {config.nodes}-node cluster (WAL, fsync on)"
@@ -541,10 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="entries applied between snapshots (20000; 0 disables)")
     serve.add_argument("--max-request", type=_int_at_least(64), default=1 << 20,
                        help="largest client request in bytes")
-    serve.add_argument("--sync", choices=["inline", "pipelined"], default="inline",
+    serve.add_argument("--sync", choices=SYNC_MODES, default="inline",
                        help="inline (default): the loop waits for each fsync; pipelined: fsyncs run "
                             "in a worker thread while the loop goes on, each step's actions held "
-                            "until its fsync returns (see docs/runtime.md)")
+                            "until its fsync returns, except a leader's AppendEntries, sent at once "
+                            "(see docs/runtime.md)")
     serve.add_argument("--max-pending", type=_int_at_least(1), default=1 << 16,
                        help="client requests pending before the node stops reading from clients (65536)")
     serve.add_argument("--request-timeout", type=_positive_float, default=10.0,
@@ -628,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--one-at-a-time", action="store_true",
                        help="one client, one write in flight: the latency measurement")
     bench.add_argument("--data-dir", help="where the local cluster keeps its WALs (default: a temporary dir)")
-    bench.add_argument("--sync", choices=["inline", "pipelined"], default="inline",
+    bench.add_argument("--sync", choices=SYNC_MODES, default="inline",
                        help="the local cluster's fsync mode (serve --sync): inline (default) for throughput, "
                             "pipelined (the leader's fsync beside replication) for latency at low load")
     bench.add_argument("--tls", metavar="DIR", help="TLS on: the certificates in DIR (created with `raftfast "
@@ -650,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--history", metavar="FILE", help="write the history here (with --runs: FILE-SEED.EXT)")
     chaos.add_argument("--runs", type=_int_at_least(1), default=1, help="soak: runs with seeds SEED, SEED+1, ...")
     chaos.add_argument("--json", metavar="FILE", help="also write every run's result as JSON")
-    chaos.add_argument("--sync", choices=["inline", "pipelined"], default="inline",
+    chaos.add_argument("--sync", choices=SYNC_MODES, default="inline",
                        help="the nodes' fsync mode (serve --sync): pipelined sends a leader's entries "
                             "while its own fsync runs (inline)")
     chaos.add_argument("-v", "--verbose", action="store_true", help="print what the nemesis does as it does it")

@@ -379,7 +379,7 @@ class RaftServer:
         # need not wait (thesis §10.2.1). Not while an earlier step's sends are held, so each
         # peer still gets this node's messages in order.
         early: Optional[Dict[NodeId, List[bytes]]] = (
-            {} if held and node.role is Role.LEADER and node.term == term
+            {} if held and node.role is _LEADER and node.term == term
             and not any(h[4] for h in self._held) else None
         )
         work, has_sends = self._prepare(actions, early)
@@ -462,7 +462,7 @@ class RaftServer:
             work, state, settle = held.popleft()[1:4]
             self._carry_out_work(work, state, settle)
         self.app.flush()
-        if self.node.role is Role.LEADER:
+        if self.node.role is _LEADER:
             self._recount = True
         self.wake()  # the proposals that waited for this fsync, and the recount
 
