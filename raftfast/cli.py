@@ -188,7 +188,11 @@ def _cluster(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cluster = LocalCluster(args.nodes, data_dir=args.data_dir, base_port=args.base_port,
                            host=args.host, cluster_id=args.cluster_id, serve_args=serve_args, tls=tls)
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    # SIGINT too, explicitly: started in the background by a shell without job control, this
+    # process inherits SIGINT ignored, Python then raises no KeyboardInterrupt, and `kill -INT`
+    # would leave the cluster running.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
     try:
         cluster.start()
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -203,17 +207,14 @@ def _cluster(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"try: raftfast kv put hello world --target {cluster.nodes[0].client_address}{secure}")
     print("Ctrl-C stops the cluster.", flush=True)
     code = 0
-    try:
-        while not stopping:
-            dead = [n for n in cluster.nodes if n.process is not None and n.process.poll() is not None]
-            if dead:
-                print(f"node {dead[0].id} exited with code {dead[0].process.returncode}; "
-                      f"see {dead[0].log_path}", file=sys.stderr)
-                code = 1
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
+    while not stopping:
+        dead = [n for n in cluster.nodes if n.process is not None and n.process.poll() is not None]
+        if dead:
+            print(f"node {dead[0].id} exited with code {dead[0].process.returncode}; "
+                  f"see {dead[0].log_path}", file=sys.stderr)
+            code = 1
+            break
+        time.sleep(0.2)
     print("stopping the cluster...", flush=True)
     cluster.stop()
     if args.data_dir is None:

@@ -130,12 +130,26 @@ def test_status_reports_unreachable_nodes(capsys):
     assert row["address"] == "127.0.0.1:1" and "error" in row
 
 
-def test_cluster_command_starts_prints_and_stops_on_sigterm(tmp_path):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    "stop, preexec",
+    [
+        (signal.SIGTERM, None),
+        # `raftfast cluster &` in a script: the shell starts it with SIGINT ignored, and
+        # Python raises no KeyboardInterrupt then; `kill -INT` must still stop it.
+        (signal.SIGINT, _ignore_sigint),
+    ],
+    ids=["sigterm", "sigint-inherited-ignored"],
+)
+def test_cluster_command_starts_prints_and_stops_on_a_signal(tmp_path, stop, preexec):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(raftfast.__file__)))
     process = subprocess.Popen(
         [sys.executable, "-m", "raftfast.cli", "cluster", "--nodes", "3", "--base-port", "0",
          "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=preexec,
     )
     lines = []
     deadline = time.monotonic() + 30
@@ -147,12 +161,20 @@ def test_cluster_command_starts_prints_and_stops_on_sigterm(tmp_path):
     nodes = [l for l in lines if re.match(r"\s+node \d: peers 127\.0\.0\.1:\d+\s+clients 127\.0\.0\.1:\d+", l)]
     assert len(nodes) == 3, lines
     pids = [int(re.search(r"pid (\d+)", l).group(1)) for l in nodes]
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(20) == 0
-    assert "stopping the cluster" in process.stdout.read()
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    try:
+        process.send_signal(stop)
+        assert process.wait(20) == 0
+        assert "stopping the cluster" in process.stdout.read()
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:  # a failure leaves no cluster behind
+        for pid in [process.pid, *pids]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait()
 
 
 def test_bench_measures_a_local_cluster(tmp_path, capsys):
