@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -388,6 +389,8 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return 1
     if args.sync != "inline" and args.target:
         parser.error("--sync applies to the local cluster bench starts, not to --target nodes")
+    if args.data_dir is not None and os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+        parser.error(f"--data-dir {args.data_dir} is not a directory")
     if args.tls and not args.target:
         security_cli.ensure_cert_dir(args.tls, args.nodes, parser)
     serve_args = ["--sync", args.sync]

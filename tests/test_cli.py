@@ -188,6 +188,23 @@ def test_bench_measures_a_local_cluster(tmp_path, capsys):
     assert set(result["latency_us"]) == {"p50", "p90", "p99", "p99.9"}
 
 
+def test_bench_data_dir_must_be_a_directory(tmp_path, capsys):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--data-dir", str(not_a_dir)])
+    assert exit_info.value.code == 2
+    assert f"--data-dir {not_a_dir} is not a directory" in capsys.readouterr().err
+
+
+def test_bench_creates_a_missing_data_dir(tmp_path, capsys):
+    data_dir = tmp_path / "new" / "wals"
+    assert main(["bench", "--duration", "0.3", "--warmup", "0.1", "--clients", "2", "--depth", "2",
+                 "--data-dir", str(data_dir)]) == 0
+    assert "committed writes/s" in capsys.readouterr().out
+    assert data_dir.is_dir() and not any(data_dir.iterdir())  # the run's WALs were removed after
+
+
 def test_bench_open_loop_at_a_share_of_the_maximum(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--rate", "50%", "--duration", "0.3", "--warmup", "0.1", "--clients", "4",

@@ -153,6 +153,8 @@ def run_bench(config: BenchConfig, progress: Optional[Progress] = None,
     data_dir: Optional[str] = None
     credentials = ClientCredentials.from_cert_dir(config.tls_dir) if config.tls_dir else None
     if not targets:
+        if config.data_dir is not None:
+            os.makedirs(config.data_dir, exist_ok=True)  # as `raftfast cluster --data-dir` does
         data_dir = tempfile.mkdtemp(prefix="raftfast-bench-", dir=config.data_dir)  # fresh WALs
         tls = CertDir(config.tls_dir).tls_config() if config.tls_dir else None
         cluster = LocalCluster(config.nodes, data_dir=data_dir, base_port=0, serve_args=config.serve_args, tls=tls)
