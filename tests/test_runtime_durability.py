@@ -225,8 +225,11 @@ def test_a_leader_replicates_during_its_own_fsync_but_counts_itself_only_after_i
     async def main():
         log = GatedLog()
         app = RecordingApp()
-        # a long election timeout: no second campaign while the test plays the voters
-        config = RaftConfig(1, peers=(2, 3), election_timeout=(50, 60), heartbeat_interval=1, pre_vote=False)
+        # A long election timeout: no second campaign while the test plays the voters; and no
+        # check-quorum, which would depose the leader if a loaded machine kept the test from
+        # answering its heartbeats for an election timeout.
+        config = RaftConfig(1, peers=(2, 3), election_timeout=(50, 60), heartbeat_interval=1, pre_vote=False,
+                            check_quorum=False)
         server = RaftServer(config, app, log, tick_interval=0.002, pipelined_sync=True)
         sent: List[tuple] = []
         server.transport.send = lambda peer, frames: sent.extend((peer, decode(f[4:])) for f in frames)
@@ -481,3 +484,46 @@ def test_an_inline_wal_cluster_times_its_proposals_and_answers_every_write(tmp_p
             await _until(lambda: not leader.raft._acks_due())
 
     run(main())
+
+
+class SlowApp(RecordingApp):
+    """Takes `delay` seconds to apply each entry."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def apply(self, index, command):
+        import time
+
+        time.sleep(self.delay)
+        super().apply(index, command)
+
+
+@pytest.mark.parametrize("delay, warned", [(0.3, True), (0.0, False)])
+def test_a_turn_that_blocks_the_loop_for_half_an_election_timeout_is_logged(delay, warned, caplog):
+    """A turn the loop cannot leave for half the shortest election timeout (here 0.1 s) is
+    what costs a leader its term; the server says so, naming the time it took."""
+
+    async def main():
+        config = RaftConfig(1, election_timeout=(20, 30), heartbeat_interval=2, pre_vote=False)
+        app = SlowApp(delay)
+        server = RaftServer(config, app, MemoryLog(), tick_interval=0.01)
+        await server.start()
+        try:
+            await _until(lambda: server.node.is_leader())
+            app.queued.append(Event.Propose(b"x"))
+            server.wake()
+            await _until(lambda: any(e[0] == "apply" and e[2] == b"x" for e in app.events))
+            await _settle()
+        finally:
+            await server.stop()
+
+    with caplog.at_level("WARNING", logger="raftfast.runtime.server"):
+        run(main())
+    slow = [r.getMessage() for r in caplog.records if "blocked the event loop" in r.getMessage()]
+    if warned:
+        assert slow and "node 1: a turn blocked the event loop for 3" in slow[0], slow
+        assert "the election timeout is 200 ms at least" in slow[0]
+    else:
+        assert not slow

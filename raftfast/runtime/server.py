@@ -43,6 +43,7 @@ from .address import Address
 from .application import Application
 from .durability import DeferredSyncLog, SyncWorker, supports_deferred_sync
 from .peers import MAX_ENTRIES, PeerTransport
+from .ratelog import RateLimitedLog
 
 __all__ = ["RaftServer"]
 
@@ -54,6 +55,7 @@ _ReadReady = Action.ReadReady
 _LEADER = Role.LEADER
 _Message = Event.Message
 _MEMBERSHIP_EVENTS = (Event.AddServer, Event.RemoveServer, Event.AddLearner, Event.PromoteLearner)
+_perf_counter = time.perf_counter
 _SWITCH_INTERVAL = 0.0002
 """GIL switch interval while a sync worker runs: the worker needs the GIL for a moment before
 and after each fsync, and the default 5 ms would add that much to every write's latency."""
@@ -131,6 +133,10 @@ class RaftServer:
         self._wait_timer: Optional[asyncio.TimerHandle] = None
         self._answered_at = 0.0  # when an apply last answered clients (0: not waiting for them)
         self._awaiting_input = getattr(app, "awaiting_input", None)
+        # A turn longer than half the shortest election timeout is worth a warning: a WAL
+        # rotation that waited for its spare segment cost leaders their term this way.
+        self._slow_turn = config.election_timeout[0] * tick_interval / 2
+        self._ratelog = RateLimitedLog(logger)
 
     @property
     def id(self) -> NodeId:
@@ -251,6 +257,19 @@ class RaftServer:
     # -- the turn ----------------------------------------------------------------------------
 
     def _turn(self) -> None:
+        started = _perf_counter()
+        self._run_turn()
+        spent = _perf_counter() - started
+        if spent > self._slow_turn:
+            self._ratelog.log(
+                logging.WARNING, "slow turn",
+                "node %d: a turn blocked the event loop for %.0f ms (%s; the election timeout is "
+                "%.0f ms at least): peers hear nothing meanwhile, and may start an election",
+                self.id, spent * 1e3, "leader" if self.node.role is _LEADER else "not leader",
+                self._slow_turn * 2e3,
+            )
+
+    def _run_turn(self) -> None:
         self._scheduled = False
         if self._stopping:
             return
