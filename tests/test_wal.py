@@ -448,6 +448,18 @@ def test_a_stopped_spare_writes_nothing_once_it_is_a_segment(tmp_path):
         writer.check(log)
 
 
+def test_close_stops_a_spare_rather_than_waiting_for_it(tmp_path):
+    """Close deletes the spare anyway: waiting for the rest of its zeros only delays it."""
+    writer = start_a_slow_spare(tmp_path, SlowSpareIO(delay=0.25))
+    began = time.monotonic()
+    writer.log.close()
+    closing = time.monotonic() - began
+    assert closing < 0.5, f"close took {closing:.2f} s: it waited for the spare"
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    with WalLog.open(tmp_path, segment_bytes=8 << 20) as log:
+        writer.check(log)
+
+
 class NoSpaceForNewSegments(FileIO):
     """Real files, but writing a new segment's temp file fails with ENOSPC (on the spare's
     background thread, since FileIO allows threads)."""

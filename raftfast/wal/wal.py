@@ -463,11 +463,11 @@ class WalLog:
                 self._unlink(name)
 
     def _drop_spare(self) -> None:
-        """Wait for the next segment's preparation and delete its temp file (on close)."""
+        """Stop the next segment's preparation and delete its temp file (on close)."""
         spare, self._spare = self._spare, None
         if spare is not None:
             try:
-                spare.wait()
+                spare.stop()
                 self._unlink(segment_name(spare.seq) + TMP_SUFFIX)
             except OSError:
                 pass  # a leftover temp file is deleted by the next recovery
@@ -522,22 +522,19 @@ class _Spare:
     def _run(self, io: FileIO, directory: str) -> None:
         try:
             self.size = prepare_segment(io, directory, self.seq, self.size, self._stop)
-        except BaseException as e:  # handed to the WAL's thread by wait()
+        except BaseException as e:  # handed to the WAL's thread by stop()
             self._error = e
 
-    def wait(self) -> None:
-        """Block until the temp file is ready; raise what preparing it raised."""
+    def stop(self) -> int:
+        """Have the thread end at its next piece boundary (a few ms), and return how many bytes
+        of the temp file are zeroed and fsynced: all of them if it had finished. Raises what
+        preparing it raised. The thread is joined first, so it writes no zeros once the file
+        is in use."""
+        self._stop.set()
         if self._thread is not None:
             self._thread.join()
         if self._error is not None:
             raise self._error
-
-    def stop(self) -> int:
-        """Have the thread end at its next piece boundary (a few ms), and return how many bytes
-        of the temp file are zeroed and fsynced: all of them if it had finished. The thread is
-        joined first, so it writes no zeros once the file is in use."""
-        self._stop.set()
-        self.wait()
         return self.size
 
 
