@@ -7,6 +7,8 @@ import errno
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -254,18 +256,208 @@ def test_past_its_first_segment_the_log_prepares_the_next_one_at_its_first_write
         assert os.path.exists(tmp_path / (segment_name(3) + ".tmp"))
 
 
-def test_a_spare_is_zero_filled_at_a_pace_in_the_background(tmp_path, monkeypatch):
+class RecordedRests(threading.Event):
+    """A stop event that records each rest instead of taking it, and is set at the `stop_at`th."""
+
+    def __init__(self, stop_at=0):
+        super().__init__()
+        self.rests = []
+        self.stop_at = stop_at
+
+    def wait(self, timeout=None):
+        self.rests.append(timeout)
+        if len(self.rests) == self.stop_at:
+            self.set()
+        return self.is_set()
+
+
+def test_a_spare_is_zero_filled_at_a_pace_in_the_background(tmp_path):
     """In the background, the zero-fill rests after each piece as long as it took, so it takes
     at most half of the disk's time; on the caller's thread it runs flat out."""
     from raftfast.wal import segment
 
-    rests = []
-    monkeypatch.setattr(segment.time, "sleep", rests.append)
-    segment.prepare_segment(FileIO(), str(tmp_path), 7, 3 << 20, paced=True)
-    assert len(rests) == 3 and all(r >= 0 for r in rests)
-    segment.prepare_segment(FileIO(), str(tmp_path), 8, 3 << 20)
-    assert len(rests) == 3
+    stop = RecordedRests()
+    assert segment.prepare_segment(FileIO(), str(tmp_path), 7, 3 << 20, stop) == 3 << 20
+    assert len(stop.rests) == 3 and all(r >= 0 for r in stop.rests)
+    assert segment.prepare_segment(FileIO(), str(tmp_path), 8, 3 << 20) == 3 << 20
     assert os.path.getsize(tmp_path / (segment_name(7) + ".tmp")) == 3 << 20
+
+
+def test_a_stopped_spare_ends_at_a_piece_boundary_with_what_it_zeroed(tmp_path):
+    from raftfast.wal import segment
+
+    stop = RecordedRests(stop_at=2)
+    assert segment.prepare_segment(FileIO(), str(tmp_path), 7, 5 << 20, stop) == 2 << 20
+    assert os.path.getsize(tmp_path / (segment_name(7) + ".tmp")) == 2 << 20
+
+
+class SlowSpareIO(FileIO):
+    """Real files, but the spare's background zero-fill is slow (`delay` s per 1 MiB write), as
+    on a disk shared by three busy nodes. It logs the writes into temp files and the renames,
+    in order, so a test can see what was written after a temp file became a segment."""
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.slow_fds = set()
+        self.paths = {}
+        self.events = []
+
+    def create(self, path):
+        fd = super().create(path)
+        self.paths[fd] = path
+        if path.endswith(".wal.tmp") and threading.current_thread() is not threading.main_thread():
+            self.slow_fds.add(fd)
+        return fd
+
+    def open_rw(self, path):
+        fd = super().open_rw(path)
+        self.paths[fd] = path
+        return fd
+
+    def close(self, fd):
+        self.slow_fds.discard(fd)
+        self.paths.pop(fd, None)
+        super().close(fd)
+
+    def pwrite(self, fd, data, offset):
+        if fd in self.slow_fds:
+            time.sleep(self.delay)
+        super().pwrite(fd, data, offset)
+        if self.paths.get(fd, "").endswith(".tmp"):
+            self.events.append(("pwrite", self.paths[fd]))
+
+    def rename(self, src, dst):
+        super().rename(src, dst)
+        self.events.append(("rename", src))
+
+
+class Writer:
+    """Appends distinct 1000-byte commands and syncs, remembering what it wrote."""
+
+    def __init__(self, log):
+        self.log = log
+        self.commands = []
+
+    def write(self, n=64, size=1000):
+        first = len(self.commands) + 1
+        batch = [i.to_bytes(8, "little") * (size // 8) for i in range(first, first + n)]
+        began = time.monotonic()
+        self.log.append_commands(1, 0, batch)
+        self.log.sync()
+        self.commands += batch
+        return time.monotonic() - began
+
+    def check(self, log=None):
+        log = log or self.log
+        assert log.last_index() == len(self.commands)
+        assert [e.command for e in log.entries(1, log.last_index())] == self.commands
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def tmp_size(path, seq):
+    try:
+        return os.path.getsize(path / (segment_name(seq) + ".tmp"))
+    except FileNotFoundError:
+        return 0
+
+
+def start_a_slow_spare(tmp_path, io):
+    """A log in segment 2 whose spare for segment 3 (4 MiB, about 2 s at SlowSpareIO(0.25)'s
+    pace) has zeroed its first 1 MiB."""
+    writer = Writer(WalLog.open(tmp_path, segment_bytes=8 << 20, io=io))
+    while len(segments(tmp_path)) < 2:
+        writer.write()
+    wait_for(lambda: tmp_size(tmp_path, 3) >= 1 << 20)
+    return writer
+
+
+def test_a_late_spare_is_cut_short_not_waited_for(tmp_path):
+    """At 200k writes/s the 64 MiB spare was not ready when the 32 MiB segment filled, and the
+    rotation waited for it for 0.2-0.3 s, past the election timeout. It stops the spare at its
+    next piece instead and installs the zeros there are, then carries on as usual."""
+    io = SlowSpareIO(delay=0.25)
+    writer = start_a_slow_spare(tmp_path, io)
+    rotation = 0.0
+    while len(segments(tmp_path)) < 3:
+        rotation = writer.write()
+    assert rotation < 0.5, f"the rotation took {rotation:.2f} s: it waited for the spare"
+    cut = os.path.getsize(tmp_path / segment_name(3))
+    assert 1 << 20 <= cut < 4 << 20 and cut % (1 << 20) == 0
+    writer.check()
+
+    # The next spare doubles the planned 4 MiB, not the cut size: a late spare does not make
+    # every later segment small.
+    io.delay = 0
+    writer.write()
+    wait_for(lambda: tmp_size(tmp_path, 4) == 8 << 20)
+    while len(segments(tmp_path)) < 4:
+        writer.write()
+    assert os.path.getsize(tmp_path / segment_name(3)) == cut, "records were written past the cut segment's end"
+    writer.check()
+    writer.log.close()
+
+    # Recovery reads a short segment between full ones, and the log goes on from there.
+    with WalLog.open(tmp_path, segment_bytes=8 << 20) as log:
+        writer.check(log)
+        writer.log = log
+        while len(segments(tmp_path)) < 5:
+            writer.write(n=256)
+        writer.check()
+    with WalLog.open(tmp_path, segment_bytes=8 << 20) as log:
+        writer.check(log)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_a_spare_too_short_for_the_record_is_replaced_by_a_whole_segment(tmp_path):
+    """A record larger than what the late spare zeroed needs a new segment made on the spot,
+    of the planned size, as when there is no spare."""
+    io = SlowSpareIO(delay=0.25)
+    writer = start_a_slow_spare(tmp_path, io)
+    rotation = writer.write(n=3, size=1 << 20)  # one 3 MiB record: more than the spare has
+    assert len(segments(tmp_path)) == 3
+    assert rotation < 1.0, f"the rotation took {rotation:.2f} s: it waited for the spare"
+    assert os.path.getsize(tmp_path / segment_name(3)) == 4 << 20
+    writer.write()
+    writer.check()
+    writer.log.close()
+    with WalLog.open(tmp_path, segment_bytes=8 << 20) as log:
+        writer.check(log)
+
+
+def test_a_stopped_spare_writes_nothing_once_it_is_a_segment(tmp_path):
+    """The spare's thread is joined before its file is installed: no zeros land on records."""
+    io = SlowSpareIO(delay=0.25)
+    writer = start_a_slow_spare(tmp_path, io)
+    while len(segments(tmp_path)) < 3:
+        writer.write()
+    installed = os.path.getsize(tmp_path / segment_name(3))
+    time.sleep(0.6)  # time for two more pieces, were the thread still running
+    temp = str(tmp_path / (segment_name(3) + ".tmp"))
+    after = io.events[io.events.index(("rename", temp)) + 1 :]
+    assert ("pwrite", temp) not in after
+    assert os.path.getsize(tmp_path / segment_name(3)) == installed
+    writer.write()
+    writer.log.close()
+    with WalLog.open(tmp_path, segment_bytes=8 << 20) as log:
+        writer.check(log)
+
+
+def test_close_stops_a_spare_rather_than_waiting_for_it(tmp_path):
+    """Close deletes the spare anyway: waiting for the rest of its zeros only delays it."""
+    writer = start_a_slow_spare(tmp_path, SlowSpareIO(delay=0.25))
+    began = time.monotonic()
+    writer.log.close()
+    closing = time.monotonic() - began
+    assert closing < 0.5, f"close took {closing:.2f} s: it waited for the spare"
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    with WalLog.open(tmp_path, segment_bytes=8 << 20) as log:
+        writer.check(log)
 
 
 class NoSpaceForNewSegments(FileIO):

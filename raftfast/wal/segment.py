@@ -9,6 +9,7 @@ begin (or at the first invalid bytes, which recovery judges).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Iterator, Optional, Tuple
 
@@ -52,23 +53,29 @@ def write_zeros(io: FileIO, fd: int, start: int, end: int) -> None:
         start += n
 
 
-def prepare_segment(io: FileIO, directory: str, seq: int, size: int, paced: bool = False) -> None:
-    """Write the temp file of segment `seq`: `size` bytes of zeros, fsynced. The slow half of
-    making a segment, which can run ahead of need. It syncs every few MiB, so the disk never
-    holds a long queue of zeros in front of the log's own fdatasyncs; `paced` (ahead of need,
-    in the background) also rests after each piece as long as the piece took, so the zeros
-    take at most half the disk's time from the log's fdatasyncs."""
+def prepare_segment(io: FileIO, directory: str, seq: int, size: int, stop: Optional[threading.Event] = None) -> int:
+    """Write the temp file of segment `seq`: `size` bytes of zeros, fsynced; return how many
+    bytes it holds. The slow half of making a segment, which can run ahead of need. It syncs
+    every few MiB, so the disk never holds a long queue of zeros in front of the log's own
+    fdatasyncs. Given `stop` (ahead of need, in the background), it also rests after each
+    piece as long as the piece took, so the zeros take at most half the disk's time from the
+    log's fdatasyncs; and once `stop` is set it ends at the next piece boundary, with a
+    shorter file, because a rotation that cannot wait needs what is there now."""
     fd = io.create(os.path.join(directory, segment_name(seq) + TMP_SUFFIX))
+    prepared = 0
     try:
-        for start in range(0, size, _ZERO_SYNC_BYTES):
+        while prepared < size and not (stop is not None and stop.is_set()):
             began = time.monotonic()
-            write_zeros(io, fd, start, min(size, start + _ZERO_SYNC_BYTES))
+            end = min(size, prepared + _ZERO_SYNC_BYTES)
+            write_zeros(io, fd, prepared, end)
             io.fdatasync(fd)
-            if paced:
-                time.sleep(time.monotonic() - began)
-        io.fsync(fd)
+            prepared = end
+            if stop is not None:
+                stop.wait(time.monotonic() - began)
+        io.fsync(fd)  # commits the file's size, whether whole or cut short
     finally:
         io.close(fd)
+    return prepared
 
 
 def install_segment(io: FileIO, directory: str, seq: int, preamble: bytes) -> None:
