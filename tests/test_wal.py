@@ -19,6 +19,7 @@ from raftfast.messages import RequestVote, RequestVoteReply
 from raftfast.node import RaftNode
 from raftfast.wal import FileIO, WalLog
 from raftfast.wal import format as fmt
+from raftfast.wal import wal as wal_module
 from raftfast.wal.faults import FaultyIO
 from raftfast.wal.segment import segment_name
 from wal_workload import apply, state, workload
@@ -424,6 +425,24 @@ def test_a_spare_too_short_for_the_record_is_replaced_by_a_whole_segment(tmp_pat
     assert rotation < 1.0, f"the rotation took {rotation:.2f} s: it waited for the spare"
     assert os.path.getsize(tmp_path / segment_name(3)) == 4 << 20
     writer.write()
+    writer.check()
+    writer.log.close()
+    with WalLog.open(tmp_path, segment_bytes=8 << 20) as log:
+        writer.check(log)
+
+
+def test_a_segment_made_on_the_spot_is_no_larger_than_the_record_needs(tmp_path, monkeypatch):
+    """Zeroing a whole planned segment in the writer's thread is the stall the spare exists to
+    avoid: past a few MiB (here lowered to 2 MiB) a segment made on the spot holds the record
+    and little more."""
+    monkeypatch.setattr(wal_module, "_ON_THE_SPOT_BYTES", 2 << 20)
+    io = SlowSpareIO(delay=0.25)
+    writer = start_a_slow_spare(tmp_path, io)
+    writer.write(n=3, size=1 << 20)  # one 3 MiB record: more than the spare has, less than 4 MiB
+    made = os.path.getsize(tmp_path / segment_name(3))
+    assert 3 << 20 < made < (3 << 20) + 4096, made  # the record and its headers, not the planned 4 MiB
+    writer.write()  # the segment is full: on to the next one
+    assert len(segments(tmp_path)) == 4
     writer.check()
     writer.log.close()
     with WalLog.open(tmp_path, segment_bytes=8 << 20) as log:

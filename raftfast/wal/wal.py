@@ -34,6 +34,8 @@ FIRST_SEGMENT_BYTES = 1 << 20
 """A new log's first segment; each next one doubles, up to `segment_bytes`, so a small log
 never zero-fills 64 MiB and a big one soon has full-size segments."""
 LOCK_NAME = "LOCK"
+_ON_THE_SPOT_BYTES = 4 << 20
+"""The most a rotation zero-fills in the writer's thread (when no spare holds the record)."""
 
 _FLUSH_BYTES = 1 << 20
 """Unsynced records beyond this are written out early, to bound the buffer."""
@@ -437,7 +439,9 @@ class WalLog:
         spare, self._spare = self._spare, None
         size = spare.stop() if spare is not None else 0
         if size < least:
-            size = planned
+            # Made on the spot, in the writer's thread: as large as the record needs and not much
+            # more, since zeroing a whole 64 MiB here would block the event loop for ~0.5 s.
+            size = max(least, min(planned, _ON_THE_SPOT_BYTES))
             prepare_segment(self._io, self._dir, seq, size)
         install_segment(self._io, self._dir, seq, preamble)
         fd = self._io.open_rw(os.path.join(self._dir, segment_name(seq)))
