@@ -1,6 +1,7 @@
 """raftfast against PySyncObj, back to back on this machine: committed writes/s and the ratio.
 
     python -m benchmarks.peers [--duration 10] [--warmup 2] [--value-size 64] [--json FILE]
+                               [--raftfast-clients N] [--raftfast-depth N]
 
 1. PySyncObj: 3 nodes on loopback, each its own process, replicating a `ReplDict`
    (pysyncobj.batteries) with asynchronous calls (`set(key, value, callback=...)`). Its best
@@ -185,10 +186,13 @@ def run_pysyncobj(duration: float, warmup: float, value_size: int, window: int =
 # -- raftfast ------------------------------------------------------------------------------------
 
 
-def run_raftfast(duration: float, warmup: float, value_size: int, data_dir: Optional[str]) -> Dict[str, object]:
+def run_raftfast(duration: float, warmup: float, value_size: int, data_dir: Optional[str],
+                 clients: Optional[int] = None, depth: Optional[int] = None) -> Dict[str, object]:
     from raftfast.kv.bench import BenchConfig, run_bench
 
     config = BenchConfig(duration=duration, warmup=warmup, value_size=value_size, data_dir=data_dir)
+    config.clients = clients or config.clients
+    config.depth = depth or config.depth
     try:
         result = run_bench(config)
     except (RuntimeError, TimeoutError) as exc:
@@ -247,6 +251,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="PySyncObj appendEntriesPeriod, seconds (0.05)")
     parser.add_argument("--pysyncobj-load", choices=["leader", "all"], default="leader",
                         help="PySyncObj nodes that generate writes (leader)")
+    parser.add_argument("--raftfast-clients", type=int, default=None,
+                        help="raftfast bench clients (default: raftfast bench's)")
+    parser.add_argument("--raftfast-depth", type=int, default=None,
+                        help="raftfast writes in flight per client (default: raftfast bench's)")
     parser.add_argument("--no-shm", action="store_true", help="skip raftfast with the WALs on /dev/shm")
     # the PySyncObj node processes
     parser.add_argument("--pysyncobj-node", type=int, default=None, help=argparse.SUPPRESS)
@@ -261,6 +269,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             or not 0 < args.pysyncobj_period < 0.4 / 3:
         parser.error("--duration must be positive; --warmup and --value-size >= 0; --pysyncobj-window >= 1; "
                      "0 < --pysyncobj-period < 0.133 (a third of PySyncObj's minimum election timeout)")
+    for flag in ("raftfast_clients", "raftfast_depth"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
 
     import pysyncobj
     import raftfast
@@ -283,10 +294,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     results["pysyncobj"] = run_pysyncobj(args.duration, args.warmup, args.value_size, args.pysyncobj_window,
                                          args.pysyncobj_period, args.pysyncobj_load)
     err.print(f"raftfast ({raftfast.IMPLEMENTATION}), WAL fsync on, {args.duration:g} s ...")
-    results["raftfast_fsync"] = run_raftfast(args.duration, args.warmup, args.value_size, None)
+    window = {"clients": args.raftfast_clients, "depth": args.raftfast_depth}
+    results["raftfast_fsync"] = run_raftfast(args.duration, args.warmup, args.value_size, None, **window)
     if shm:
         err.print(f"raftfast ({raftfast.IMPLEMENTATION}), WAL on /dev/shm (no fsync cost), {args.duration:g} s ...")
-        results["raftfast_no_fsync"] = run_raftfast(args.duration, args.warmup, args.value_size, "/dev/shm")
+        results["raftfast_no_fsync"] = run_raftfast(args.duration, args.warmup, args.value_size, "/dev/shm", **window)
     base = results["pysyncobj"]["writes_per_s"]  # type: ignore[index]
     results["ratios"] = {key: results[key]["writes_per_s"] / base if base else None  # type: ignore[index]
                          for key in ("raftfast_fsync", "raftfast_no_fsync") if key in results}

@@ -229,3 +229,18 @@ def test_bench_one_at_a_time_over_pipelined_fsyncs(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["config"]["serve_args"] == ["--sync", "pipelined"]
     assert result["writes"] > 0 and result["errors"] == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--raftfast-depth", "0"], "--raftfast-depth must be at least 1"),
+        (["--raftfast-clients", "-3"], "--raftfast-clients must be at least 1"),
+        (["--raftfast-depth", "many"], "invalid int value: 'many'"),
+    ],
+)
+def test_peer_comparison_rejects_bad_flags_before_running_anything(argv, message):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.peers", *argv], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
