@@ -111,8 +111,8 @@ frame_st = st.one_of(
 def _stream(frames, seqs: List[int]) -> bytes:
     out = []
     for kind, n, status, body in frames:
-        if kind == "seq":  # answers the n-th seq in flight (or some seq past them)
-            rid = (seqs[n] if n < len(seqs) else n) & 0xFFFFFFFF
+        if kind == "seq":  # answers a seq in flight
+            rid = (seqs[n % len(seqs)] if seqs else n) & 0xFFFFFFFF
             out.append(encode_response(rid, status, body))
         elif kind == "rid":
             out.append(encode_response(n, status))
@@ -156,12 +156,13 @@ window_st = st.one_of(st.just((0, 1 << 63)), st.just((1 << 63, 1 << 63)), st.tup
 
 @needs_compiled
 @settings(max_examples=500, deadline=None)
-@given(next_seq_st, st.lists(st.integers(1, 45), max_size=40, unique=True), st.lists(frame_st, max_size=30),
+@given(next_seq_st, st.lists(st.one_of(st.integers(1, 45), st.sampled_from([(1 << 32) - 1, 1 << 32, (1 << 32) + 1])),
+                            max_size=40, unique=True), st.lists(frame_st, max_size=30),
        st.lists(st.integers(0, 1000), max_size=6), st.lists(st.integers(-(1 << 62), 1 << 62), min_size=1),
        window_st, st.integers(0, 12))
 def test_parse_twins_agree(next_seq, back, frames, points, stamps, window, start):
     # the seqs in flight: some of the latest below next_seq (crossing a 2^32 boundary when
-    # next_seq is just past one)
+    # next_seq is just past one), maybe one about 2^32 older whose request id is a recent one's
     seqs = sorted(next_seq - b for b in back if next_seq - b >= 0)
     inflight = {seq: stamps[i % len(stamps)] for i, seq in enumerate(seqs)}
     chunks = _cuts(_stream(frames, seqs), points)
@@ -191,6 +192,21 @@ def test_a_stream_cut_anywhere_parses_as_a_whole(twin):
         assert results[-1][3] == twin.NOT_LEADER
         assert sum(r[0] for r in results) == not_leader_at  # each call starts where the last stopped
         assert left == {seqs[4]: 40}
+
+
+@twins
+def test_a_response_answers_the_latest_seq_with_its_request_id(twin):
+    """Request ids are seqs mod 2^32: an id answers the latest seq below next_seq that has it,
+    across a 2^32 boundary too, and an id that would need a seq below 0 answers nothing."""
+    next_seq = (3 << 32) + 5
+    inflight = {next_seq - (1 << 32): 1, (3 << 32) - 2: 2, next_seq - 1: 3, (2 << 32) + 4: 4}
+    data = b"".join(encode_response(rid, Status.OK) for rid in (5, 0xFFFFFFFE, 4))
+    lat = array("q")
+    assert twin.parse_responses(data, 0, next_seq, inflight, 10, 0, 100, lat) == (len(data), 3, 0, twin.MORE)
+    assert inflight == {(2 << 32) + 4: 4} and lat.tolist() == [9, 8, 7]
+    inflight = {5: 1}
+    assert twin.parse_responses(encode_response(9, Status.OK), 0, 7, inflight, 10, 0, 100, lat)[1] == 0
+    assert inflight == {5: 1}
 
 
 @twins
