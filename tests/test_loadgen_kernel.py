@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import struct
 from array import array
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 from hypothesis import given, settings

@@ -7,8 +7,6 @@ from __future__ import annotations
 import struct
 from array import array
 
-import pytest
-
 from raftfast.kv.protocol import NO_VALUE, Status, encode_response
 
 from _twins import twin_module

@@ -2,7 +2,8 @@
 
 It runs in its own process (the cluster's nodes are other processes) on its own loop. Each
 simulated client is one connection with its own client id. No futures: latency is stamped per
-request id. Two modes:
+request id. The per-write loops, encoding a send's puts and reading an arrival's responses, are
+`raftfast.kv._loadgen`'s (compiled when built). Two modes:
 
 - closed loop (no `rate`): each client keeps `depth` puts in flight; every reply is answered
   with a new request in the same write, so the request stream is as batched as the cluster's
