@@ -17,6 +17,8 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+import struct
+
 from .protocol import Op, Status
 
 cdef extern from *:
@@ -32,8 +34,11 @@ DEF PREFIX = 33  # a request head up to the key length: length, op, request id, 
 DEF HEAD = 9  # RESPONSE.size
 DEF BATCH = 256  # latencies gathered before one append to the array
 cdef uint8_t _PUT = Op.PUT
-cdef uint8_t _OK = Status.OK
-cdef uint8_t _NOT_LEADER = Status.NOT_LEADER
+cdef uint8_t _OK_STATUS = Status.OK
+cdef uint8_t _NOT_LEADER_STATUS = Status.NOT_LEADER
+cdef uint32_t _MAX_RESPONSE = MAX_RESPONSE
+cdef int _MALFORMED = MALFORMED
+cdef int _NOT_LEADER = NOT_LEADER
 cdef object _SEQS = 1 << 64
 
 
@@ -71,14 +76,15 @@ def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, co
     n = count
     cid = client_id
     ack_ = ack
-    # first pass: check the tails and size the result (the list cannot change during this
-    # call: nothing here runs Python code)
+    # first pass: check the tails and size the result
     k = cursor
     for i in range(n):
         tail = <object>PyList_GET_ITEM(tails, k)
         if not PyBytes_Check(tail):
             raise TypeError(f"encode_puts: tail {k} is a {type(tail).__name__}, not bytes")
         tlen = PyBytes_GET_SIZE(tail)
+        if tlen > <Py_ssize_t>0xFFFFFFFF - (PREFIX - 4):  # what struct says of the length prefix
+            raise struct.error("'I' format requires 0 <= number <= 4294967295")
         if size > PY_SSIZE_T_MAX - PREFIX - tlen:
             raise MemoryError()
         size += PREFIX + tlen
@@ -88,8 +94,15 @@ def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, co
     k = cursor
     seq = first_seq if n else 0  # first_seq may be 2^64 for an empty run
     for i in range(n):
+        # the allocation above may have run a finalizer that changed the list: check again
+        # what the writes below rely on
+        if k >= PyList_GET_SIZE(tails):
+            raise RuntimeError("encode_puts: the tails changed during the call")
         tail = <object>PyList_GET_ITEM(tails, k)
+        if not PyBytes_Check(tail) or PREFIX + PyBytes_GET_SIZE(tail) > size:
+            raise RuntimeError("encode_puts: the tails changed during the call")
         tlen = PyBytes_GET_SIZE(tail)
+        size -= PREFIX + tlen
         _put32(p, <uint32_t>(PREFIX - 4 + tlen))
         p[4] = _PUT
         _put32(p + 5, <uint32_t>seq)
@@ -100,6 +113,8 @@ def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, co
         p += PREFIX + tlen
         seq += 1
         k = k + 1 if k + 1 < nkeys else 0
+    if size:
+        raise RuntimeError("encode_puts: the tails changed during the call")
     return out, k
 
 
@@ -133,7 +148,7 @@ def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight
     cdef int64_t lo_, hi_, stamp, latency
     cdef bint window
     cdef Py_ssize_t done = 0, errors = 0
-    cdef int halt = 0
+    cdef int halt = 0  # MORE
     cdef object found
     if not 0 <= pos <= end:
         raise ValueError(f"parse_responses: pos {pos} outside {end} bytes")
@@ -151,13 +166,13 @@ def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight
     # every read below is of bytes pos..pos+HEAD-1 with end - pos >= HEAD checked first
     while end - pos >= HEAD:
         length = _u32(buf + pos)
-        if length < HEAD - 4 or length > MAX_RESPONSE:
-            halt = MALFORMED
+        if length < HEAD - 4 or length > _MAX_RESPONSE:
+            halt = _MALFORMED
             break
         if <Py_ssize_t>length > end - pos - 4:
             break
-        if buf[pos + 8] == _NOT_LEADER:
-            halt = NOT_LEADER
+        if buf[pos + 8] == _NOT_LEADER_STATUS:
+            halt = _NOT_LEADER
             break
         seq = base | _u32(buf + pos + 4)
         found = None
@@ -168,7 +183,7 @@ def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight
         # else: the seq would be negative, and no seq is
         if found is not None:
             done += 1
-            if buf[pos + 8] != _OK:
+            if buf[pos + 8] != _OK_STATUS:
                 errors += 1
             else:
                 stamp = found
