@@ -264,3 +264,31 @@ class KVApplyBatch(_Twin):
 
     def time_scan_writes(self, twin):
         self.kernel.scan_writes(self.frames, 0, 1 << 20)
+
+
+# -- the load generator's kernel ------------------------------------------------------------
+
+
+class LoadgenKernel(_Twin):
+    """encode_puts of one send of 256 puts (64-byte values); parse_responses of the 256 OK
+    responses to them, each stamp popped from a fresh in-flight dict and its latency kept."""
+
+    number = 1  # parse_responses empties the dict it is given
+
+    def setup(self, twin):
+        import struct
+        from array import array
+
+        from raftfast.kv.protocol import NO_VALUE, Status, encode_response
+
+        self.kernel = twin_module("kv._loadgen", twin)
+        self.tails = [struct.pack("<HII", 12, len(VALUE), NO_VALUE) + b"key-%08d" % i + VALUE for i in range(1000)]
+        self.responses = b"".join(encode_response(seq, Status.OK) for seq in range(1, BATCH + 1))
+        self.inflight = dict.fromkeys(range(1, BATCH + 1), 1_000)
+        self.latencies = array("q")
+
+    def time_encode_puts(self, twin):
+        self.kernel.encode_puts(self.tails, 0, 7, 1, BATCH, 1)
+
+    def time_parse_responses(self, twin):
+        self.kernel.parse_responses(self.responses, 0, BATCH + 1, self.inflight, 5_000, 0, 1 << 63, self.latencies)

@@ -14,7 +14,8 @@ NO_EXTENSIONS = os.environ.get("RAFTFAST_NO_EXTENSIONS", "") not in ("", "0")
 _HERE = os.path.dirname(__file__)
 # Every compiled twin, as a path below the package. All or none: a half-built tree is pure.
 KERNELS = (
-    "log/_entries_c", "quorum/_quorum_c", "codec/_codec_c", "_actions_c", "_proposals_c", "_node_c", "kv/_apply_c"
+    "log/_entries_c", "quorum/_quorum_c", "codec/_codec_c", "_actions_c", "_proposals_c", "_node_c", "kv/_apply_c",
+    "kv/_loadgen_c",
 )
 
 

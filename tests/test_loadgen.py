@@ -13,7 +13,7 @@ import pytest
 
 from raftfast.kv import loadgen
 from raftfast.kv.loadgen import LoadSpec, Schedule, _Generator, _Writer
-from raftfast.kv.protocol import REQUEST, Status, encode_response
+from raftfast.kv.protocol import REQUEST, RESPONSE, Status, encode_not_leader, encode_response
 from raftfast.runtime.address import Address
 
 MS = 1_000_000  # ns
@@ -171,6 +171,36 @@ def test_a_reconnect_resends_with_the_original_stamps(clock):
         _reply(new, [1])
         assert list(gen.latencies) == [40 * MS]  # the reconnect counts against the latency
         assert new.transport.requests() == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_a_not_leader_response_redirects_the_client(clock):
+    async def body():
+        gen = _open_loop(clients=1, depth=4, rate=1000.0)
+        writer = gen.writers[0]
+        gen._issue(gen.schedule.due(START + 2 * MS))
+        writer.data_received(encode_not_leader(1, 2, "10.0.0.2:7001")[:12])  # not all of it yet
+        assert writer.redirect is None and not writer.transport.closing
+        writer.data_received(encode_not_leader(1, 2, "10.0.0.2:7001")[12:] + encode_response(2, Status.OK))
+        assert writer.redirect == Address("10.0.0.2", 7001) and writer.transport.closing
+        assert gen.errors == 1 and len(writer.inflight) == 3  # resent on the new connection
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("length", [0, 4, (1 << 16) + 1, 0xFFFFFFFF])
+def test_a_response_with_an_impossible_length_drops_the_connection(clock, length):
+    """Not an exception out of data_received, nor a read into the next frame, nor a buffer
+    that waits for gigabytes: an error, and the connection is closed (the client reconnects
+    and resends)."""
+    async def body():
+        gen = _open_loop(clients=1, depth=4, rate=1000.0)
+        writer = gen.writers[0]
+        gen._issue(gen.schedule.due(START + 1 * MS))
+        writer.data_received(encode_response(1, Status.OK) + RESPONSE.pack(length, 2, Status.OK) + b"\0" * 8)
+        assert writer.transport.closing and gen.errors == 1 and writer.buffer == b""
+        assert list(writer.inflight) == [2]
 
     asyncio.run(body())
 

@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 TWINS = ("py", "c")
-KERNELS = ("log._entries", "quorum._quorum", "codec._codec", "_node", "kv._apply")
+KERNELS = ("log._entries", "quorum._quorum", "codec._codec", "_node", "kv._apply", "kv._loadgen")
 
 
 def try_import(name: str):

@@ -2,7 +2,8 @@
 
 It runs in its own process (the cluster's nodes are other processes) on its own loop. Each
 simulated client is one connection with its own client id. No futures: latency is stamped per
-request id. Two modes:
+request id. The per-write loops, encoding a send's puts and reading an arrival's responses, are
+`raftfast.kv._loadgen`'s (compiled when built). Two modes:
 
 - closed loop (no `rate`): each client keeps `depth` puts in flight; every reply is answered
   with a new request in the same write, so the request stream is as batched as the cluster's
@@ -17,6 +18,7 @@ request id. Two modes:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import random
@@ -30,18 +32,18 @@ from typing import Any, Deque, Dict, List, Optional
 
 from ..runtime.address import Address, parse_address
 from ..runtime.loop import run
+from ..runtime.ratelog import RateLimitedLog
 from ..security.credentials import ClientCredentials
-from .protocol import NO_VALUE, REQUEST, RESPONSE, Op, Status, decode_not_leader, encode_request
+from ._loadgen import MALFORMED, MAX_RESPONSE, NOT_LEADER, encode_puts, parse_responses
+from .protocol import NO_VALUE, RESPONSE, Op, decode_not_leader, encode_request
 
 __all__ = ["LoadSpec", "LoadReport", "Schedule", "generate_load"]
 
-_HEAD_BODY = REQUEST.size - 4
-_PREFIX = struct.Struct("<IBIQQQ")  # a request head up to the key length (REQUEST's first six)
-_TAIL = struct.Struct("<HII")  # the rest of the head: key, value and expected lengths
-assert _PREFIX.size + _TAIL.size == REQUEST.size
-_NOT_LEADER = Status.NOT_LEADER
-_OK = Status.OK
-_PUT = Op.PUT
+logger = logging.getLogger("raftfast.kv.loadgen")
+
+_TAIL = struct.Struct("<HII")  # the end of a request head: key, value and expected lengths
+_LENGTH = struct.Struct("<I")  # a response's length prefix
+_ratelog = RateLimitedLog(logger)  # a broken server breaks every connection, over and over
 _TICK = 0.001  # seconds between the open loop's wakeups: each sends the writes that fell due
 _BURST = 16  # consecutive due writes given to one client (at most depth/2): one write() per burst
 _DRAIN = 1.0  # seconds the open loop waits after its window for the window's writes to finish
@@ -132,9 +134,12 @@ class _Writer(asyncio.Protocol):
             count = len(stamps)
         seq = self.next_seq
         self.next_seq = seq + count
-        seqs = range(seq, seq + count)
         inflight = self.inflight
-        self._write(seqs, min(inflight) if inflight else seq)
+        gen = self.gen
+        data, gen.key_cursor = encode_puts(gen.tails, gen.key_cursor, self.client_id, seq, count,
+                                           min(inflight) if inflight else seq)
+        self.transport.write(data)  # type: ignore[union-attr]
+        seqs = range(seq, seq + count)
         if stamps is None:
             inflight.update(dict.fromkeys(seqs, time.perf_counter_ns()))
         else:
@@ -145,24 +150,13 @@ class _Writer(asyncio.Protocol):
         reconnect counts against their latency."""
         seqs = sorted(self.inflight)
         if seqs:
-            self._write(seqs, seqs[0])
+            gen = self.gen
+            out = []
+            for seq in seqs:  # not consecutive in general: one at a time (a reconnect is rare)
+                data, gen.key_cursor = encode_puts(gen.tails, gen.key_cursor, self.client_id, seq, 1, seqs[0])
+                out.append(data)
+            self.transport.write(b"".join(out))  # type: ignore[union-attr]
         self.send_backlog()
-
-    def _write(self, seqs: Any, ack: int) -> None:
-        gen = self.gen
-        pack = _PREFIX.pack
-        lengths = gen.lengths
-        tails = gen.tails
-        nkeys = len(tails)
-        k = gen.key_cursor
-        cid = self.client_id
-        out = []
-        for seq in seqs:
-            out.append(pack(lengths[k], _PUT, seq & 0xFFFFFFFF, cid, seq, ack))
-            out.append(tails[k])
-            k = k + 1 if k + 1 < nkeys else 0
-        gen.key_cursor = k
-        self.transport.write(b"".join(out))  # type: ignore[union-attr]
 
     def offer(self, stamps: List[int]) -> None:
         """Open loop: send these due writes now as far as the in-flight cap allows; the rest wait
@@ -192,40 +186,24 @@ class _Writer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.buffer:
             data = self.buffer + data
-        unpack = RESPONSE.unpack_from
-        end = len(data)
-        pos = 0
-        now = time.perf_counter_ns()
-        inflight = self.inflight
         gen = self.gen
         lo, hi = gen.window
-        latencies = gen.latencies
-        done = 0
-        base = self.next_seq & ~0xFFFFFFFF
-        while end - pos >= 9:
-            length, rid, status = unpack(data, pos)
-            frame_end = pos + 4 + length
-            if frame_end > end:
-                break
-            seq = base | rid
-            if seq >= self.next_seq:
-                seq -= 1 << 32
-            if status == _NOT_LEADER:
-                _, address = decode_not_leader(data[pos + 9 : frame_end])
-                self.redirect = parse_address(address) if address else None
-                gen.errors += 1
-                self.transport.close()  # type: ignore[union-attr]
-                self.buffer = b""
-                return
-            sent = inflight.pop(seq, None)
-            if sent is not None:
-                done += 1
-                if status != _OK:
-                    gen.errors += 1
-                elif lo <= sent < hi:
-                    latencies.append(now - sent)
-            pos = frame_end
-        self.buffer = data[pos:] if pos < end else b""
+        pos, done, errors, halt = parse_responses(data, 0, self.next_seq, self.inflight, time.perf_counter_ns(),
+                                                  lo, hi, gen.latencies)
+        gen.errors += errors
+        if halt == NOT_LEADER:
+            (length,) = _LENGTH.unpack_from(data, pos)
+            _, address = decode_not_leader(data[pos + RESPONSE.size : pos + 4 + length])
+            self.redirect = parse_address(address) if address else None
+            self._drop()
+            return
+        if halt == MALFORMED:  # the stream cannot be followed past it: reconnect, resend
+            (length,) = _LENGTH.unpack_from(data, pos)
+            _ratelog.log(logging.WARNING, "length", "closing the connection: response length %d is not in %d..%d",
+                         length, RESPONSE.size - 4, MAX_RESPONSE)
+            self._drop()
+            return
+        self.buffer = data[pos:] if pos < len(data) else b""
         if done:
             if gen.measuring:
                 gen.completed += done
@@ -236,6 +214,14 @@ class _Writer(asyncio.Protocol):
                 self.send(done)
 
 
+    def _drop(self) -> None:
+        """Close the connection after a response that ends it (counted as an error); the
+        client reconnects and resends what is still in flight."""
+        self.gen.errors += 1
+        self.transport.close()  # type: ignore[union-attr]
+        self.buffer = b""
+
+
 class _Generator:
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
@@ -243,10 +229,9 @@ class _Generator:
         self.value = bytes(self.rng.getrandbits(8) for _ in range(spec.value_size))
         self.keys = [b"key-%08d" % i for i in range(spec.keys)]
         self.rng.shuffle(self.keys)  # written in this (random) order, round and round
-        # each request is a prefix packed per request and this per-key tail
+        # each request is a head packed per request (see encode_puts) and this per-key tail
         vlen = len(self.value)
         self.tails = [_TAIL.pack(len(k), vlen, NO_VALUE) + k + self.value for k in self.keys]
-        self.lengths = [_HEAD_BODY + len(k) + vlen for k in self.keys]
         self.key_cursor = 0
         self.latencies = array("q")
         # a completed write's latency is recorded when its stamp lies in [lo, hi): the closed
