@@ -2,7 +2,7 @@
 
 `setup_cache` starts 3 `raftfast serve` processes on loopback (WalLog, fsync on, in a fresh
 temporary directory), drives them for a few seconds with `raftfast.kv.bench.run_bench` (64
-pipelined clients x 32 writes in flight, 64-byte values, one load process), then measures
+pipelined clients x 128 writes in flight, 64-byte values, one load process), then measures
 one-at-a-time linearizable gets (`raftfast.kv.readbench.measure_reads`), stops the cluster and
 returns the figures; the four `track_*` read them, so one cluster run feeds them all.
 Latency statistics are numpy percentiles over every acknowledged request.

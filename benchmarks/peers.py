@@ -15,8 +15,9 @@
    each command to it) with `--pysyncobj-window` (10,000) writes in flight. A write counts when
    its callback reports success; its latency is submit to callback.
 2. raftfast, fsync on: `raftfast.kv.bench.run_bench` (3 `raftfast serve` processes, WalLog in a
-   temporary directory on disk, one fdatasync per turn; 64 pipelined clients x 32 in flight
-   from one load process), the same value size and duration.
+   temporary directory on disk, one fdatasync per turn; 64 pipelined clients x 128 in flight,
+   `raftfast bench`'s default, from one load process; `--raftfast-clients`/`--raftfast-depth`
+   change it), the same value size and duration.
 3. raftfast, fsync off: the same with the WALs on /dev/shm (tmpfs: fdatasync returns at
    once), the setting comparable to PySyncObj's; skipped where /dev/shm does not exist.
 

@@ -622,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="load-test a local cluster (or --target) with pipelined writes")
     bench.add_argument("--nodes", type=_int_at_least(1), default=3)
     bench.add_argument("--clients", type=_int_at_least(1), default=64)
-    bench.add_argument("--depth", type=_int_at_least(1), default=32, help="writes in flight per client (32)")
+    bench.add_argument("--depth", type=_int_at_least(1), default=128, help="writes in flight per client (128)")
     bench.add_argument("--duration", type=_positive_float, default=10.0, help="seconds measured (10)")
     bench.add_argument("--warmup", type=_positive_float, default=1.0, help="seconds before measuring (1)")
     bench.add_argument("--value-size", type=_int_at_least(0), default=64, help="bytes per value (64)")

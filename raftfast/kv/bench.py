@@ -44,7 +44,9 @@ Phase = Callable[[str, float], None]
 class BenchConfig:
     nodes: int = 3
     clients: int = 64
-    depth: int = 32  # writes in flight per client
+    # writes in flight per client: 64 x 128 = 8,192 in all, enough for the three nodes and the
+    # generator to work on different batches at once (64 x 32 left the 2 cores a third idle)
+    depth: int = 128
     duration: float = 10.0
     warmup: float = 1.0
     value_size: int = 64

@@ -53,7 +53,7 @@ _DRAIN = 1.0  # seconds the open loop waits after its window for the window's wr
 class LoadSpec:
     targets: List[str]  # client addresses; the first that is leader is used
     clients: int = 64
-    depth: int = 32  # requests in flight per client (closed loop), its cap (open loop)
+    depth: int = 128  # requests in flight per client (closed loop), its cap (open loop)
     value_size: int = 64
     keys: int = 100_000  # distinct keys written
     warmup: float = 1.0  # seconds before measuring
