@@ -189,6 +189,27 @@ def test_a_not_leader_response_redirects_the_client(clock):
     asyncio.run(body())
 
 
+def test_replies_read_before_a_redirect_count_and_their_slots_are_refilled(clock):
+    """Closed loop: writes acknowledged in the same read as a NOT_LEADER were applied, so they
+    count; and the new connection keeps `depth` writes in flight, not `depth` less those."""
+    async def body():
+        gen = _Generator(LoadSpec(["127.0.0.1:1"], clients=1, depth=4, keys=10))
+        gen.measuring, gen.window = True, (0, loadgen._NEVER)
+        old = _Writer(gen, client_id=1)
+        old.connection_made(_Transport())  # type: ignore[arg-type]
+        old.send(4)
+        old.data_received(encode_response(1, Status.OK) + encode_response(2, Status.OK)
+                          + encode_not_leader(3, 2, "10.0.0.2:7001"))
+        assert gen.completed == 2 and gen.errors == 1 and old.transport.closing
+        new = _Writer(gen, client_id=1)
+        new.connection_made(_Transport())  # type: ignore[arg-type]
+        new.take_over(old)
+        assert new.transport.requests() == [3, 4, 5, 6]  # the two in flight resent, two new
+        assert sorted(new.inflight) == [3, 4, 5, 6]
+
+    asyncio.run(body())
+
+
 @pytest.mark.parametrize("length", [0, 4, (1 << 16) + 1, 0xFFFFFFFF])
 def test_a_response_with_an_impossible_length_drops_the_connection(clock, length):
     """Not an exception out of data_received, nor a read into the next frame, nor a buffer

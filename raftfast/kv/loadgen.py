@@ -145,6 +145,16 @@ class _Writer(asyncio.Protocol):
         else:
             inflight.update(zip(seqs, stamps))
 
+    def take_over(self, old: "_Writer") -> None:
+        """Carry the session of `old` (a lost connection) over to this one: the same seqs, its
+        writes in flight resent; in the closed loop, topped up to `depth` again, since the
+        replies read just before a redirect freed slots that nothing refilled."""
+        self.next_seq, self.inflight, self.backlog = old.next_seq, old.inflight, old.backlog
+        self.resend()
+        gen = self.gen
+        if gen.schedule is None and gen.running and len(self.inflight) < gen.spec.depth:
+            self.send(gen.spec.depth - len(self.inflight))
+
     def resend(self) -> None:
         """After a reconnect: the session's writes in flight again, keeping their stamps, so the
         reconnect counts against their latency."""
@@ -191,6 +201,9 @@ class _Writer(asyncio.Protocol):
         pos, done, errors, halt = parse_responses(data, 0, self.next_seq, self.inflight, time.perf_counter_ns(),
                                                   lo, hi, gen.latencies)
         gen.errors += errors
+        if done and gen.measuring:  # before a NOT_LEADER too: those writes were applied
+            gen.completed += done
+            gen.bucket_count += done
         if halt == NOT_LEADER:
             (length,) = _LENGTH.unpack_from(data, pos)
             _, address = decode_not_leader(data[pos + RESPONSE.size : pos + 4 + length])
@@ -205,9 +218,6 @@ class _Writer(asyncio.Protocol):
             return
         self.buffer = data[pos:] if pos < len(data) else b""
         if done:
-            if gen.measuring:
-                gen.completed += done
-                gen.bucket_count += done
             if gen.schedule is not None:
                 self.send_backlog()
             elif gen.running:
@@ -373,10 +383,9 @@ class _Generator:
                 continue
             if self.auth:
                 proto.transport.write(self.auth)  # type: ignore[union-attr]
-            if writer is not None:  # carry the session over: same seqs, resent
-                proto.next_seq, proto.inflight, proto.backlog = writer.next_seq, writer.inflight, writer.backlog
+            if writer is not None:
                 self.writers[index] = proto
-                proto.resend()
+                proto.take_over(writer)
             else:
                 self.writers[index] = proto
                 if all(w is not None for w in self.writers):
