@@ -139,7 +139,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         node_id=args.id, peers=args.peers, data_dir=args.data_dir, cluster_id=args.cluster_id,
         client_port=args.client_port, tick_interval=args.tick_ms / 1000.0,
         election_timeout=args.election_timeout, heartbeat_interval=args.heartbeat,
-        snapshot_threshold=args.snapshot_threshold, join=args.join,
+        snapshot_threshold=args.snapshot_threshold, snapshot_bytes=args.snapshot_bytes, join=args.join,
         max_request=args.max_request, pipelined_sync=args.sync == "pipelined",
         tls=tls, token_file=args.token_file, admin_token_file=args.admin_token_file,
         max_pending=args.max_pending, request_timeout=args.request_timeout,
@@ -545,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--heartbeat", type=_int_at_least(1), default=3, help="heartbeat interval in ticks (3)")
     serve.add_argument("--snapshot-threshold", type=_int_at_least(0), default=20_000,
                        help="entries applied between snapshots (20000; 0 disables)")
+    serve.add_argument("--snapshot-bytes", type=_int_at_least(0), default=64 << 20,
+                       help="also snapshot once this many bytes of commands were applied since the last "
+                            "snapshot (64 MiB; 0 disables): an entry may hold thousands of writes")
     serve.add_argument("--max-request", type=_int_at_least(64), default=1 << 20,
                        help="largest client request in bytes")
     serve.add_argument("--sync", choices=SYNC_MODES, default="inline",

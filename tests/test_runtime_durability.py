@@ -527,3 +527,41 @@ def test_a_turn_that_blocks_the_loop_for_half_an_election_timeout_is_logged(dela
         assert "the election timeout is 200 ms at least" in slow[0]
     else:
         assert not slow
+
+
+@pytest.mark.parametrize("snapshot_bytes, compacted", [(100, True), (0, False)])
+def test_a_snapshot_is_taken_once_enough_bytes_were_applied(snapshot_bytes, compacted):
+    """The node's hint counts entries, and an entry of the KV service holds a whole turn of
+    writes: without a bound in bytes, the log in memory grew by every write until 20,000
+    entries (gigabytes under load). Here 100 bytes, give or take a quarter (drawn afresh each
+    time, so that the nodes do not all snapshot at once): 60-byte entries reach it at the
+    second (120) or the third (180)."""
+
+    async def main():
+        config = RaftConfig(1, election_timeout=(2, 3), heartbeat_interval=1, pre_vote=False)
+        app = RecordingApp()
+        server = RaftServer(config, app, MemoryLog(), tick_interval=0.002, snapshot_bytes=snapshot_bytes)
+        await server.start()
+        try:
+            await _until(lambda: server.node.is_leader())
+            for i in range(3):
+                command = bytes([i]) * 60
+                app.queued.append(Event.Propose(command))
+                server.wake()
+                await _until(lambda: any(e[0] == "apply" and e[2] == command for e in app.events))
+            await _settle()
+            return server.node.log.snapshot_index(), server.node.log.last_index()
+        finally:
+            await server.stop()
+
+    snapshot_index, last = run(main())
+    assert last == 4
+    if compacted:
+        assert snapshot_index in (3, 4)  # after the no-op (1): 60 bytes at 2, 120 at 3, 180 at 4
+    else:
+        assert snapshot_index == 0
+
+
+def test_snapshot_bytes_must_not_be_negative():
+    with pytest.raises(ValueError, match="snapshot_bytes must be at least 0, got -1"):
+        RaftServer(_config(1), RecordingApp(), MemoryLog(), snapshot_bytes=-1)

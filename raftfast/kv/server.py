@@ -45,6 +45,7 @@ class ServerOptions:
     election_timeout: Tuple[int, int] = (15, 30)  # ticks
     heartbeat_interval: int = 3  # ticks
     snapshot_threshold: int = 20_000  # entries applied past the last snapshot
+    snapshot_bytes: int = 64 << 20  # or bytes of commands applied past it (0: entries only)
     join: bool = False
     max_request: int = 1 << 20
     max_frame: int = framing.MAX_FRAME
@@ -96,7 +97,7 @@ class KVServer:
             tick_interval=options.tick_interval, max_frame=options.max_frame,
             queue_bytes=options.queue_bytes,
             pipelined_sync=options.pipelined_sync and options.data_dir is not None,
-            tls=tls, max_entries=options.max_entries,
+            tls=tls, max_entries=options.max_entries, snapshot_bytes=options.snapshot_bytes,
         )
         self.service.attach(self.raft)
 
