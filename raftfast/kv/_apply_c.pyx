@@ -11,6 +11,7 @@ dicts as in the pure twin (the snapshot code reads them).
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
@@ -289,3 +290,204 @@ def scan_writes(bytes data, Py_ssize_t pos, Py_ssize_t max_request):
         pos = frame_end
         count += 1
     return pos, count
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+cdef extern from "<stdint.h>":
+    const uint64_t UINT64_MAX
+
+cdef extern from "Python.h":
+    # The macros on borrowed PyObject* (no reference counting in the dict walks)
+    bint _bytes_check "PyBytes_Check"(PyObject* o) nogil
+    char* _bytes_data "PyBytes_AS_STRING"(PyObject* o) nogil
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE"(PyObject* o) nogil
+    bint _long_check "PyLong_Check"(PyObject* o) nogil
+    bint _list_check "PyList_Check"(PyObject* o) nogil
+    Py_ssize_t _list_size "PyList_GET_SIZE"(PyObject* o) nogil
+    PyObject* _list_item "PyList_GET_ITEM"(PyObject* o, Py_ssize_t i) nogil
+    bint _tuple_check "PyTuple_Check"(PyObject* o) nogil
+    Py_ssize_t _tuple_size "PyTuple_GET_SIZE"(PyObject* o) nogil
+    PyObject* _tuple_item "PyTuple_GET_ITEM"(PyObject* o, Py_ssize_t i) nogil
+    bint _dict_check "PyDict_Check"(PyObject* o) nogil
+    Py_ssize_t _dict_size "PyDict_GET_SIZE"(PyObject* o) nogil
+    bint _dict_next "PyDict_Next"(PyObject* p, Py_ssize_t* ppos, PyObject** pkey, PyObject** pvalue) nogil
+    unsigned long long _as_u64 "PyLong_AsUnsignedLongLong"(PyObject* o) nogil
+    PyObject* _err_occurred "PyErr_Occurred"() nogil
+    void _err_clear "PyErr_Clear"() nogil
+
+DEF SNAPSHOT_HEAD = 21  # <4sBQQ: magic, version, #keys, #sessions
+DEF SESSION_HEAD = 20  # <QQI: client id, floor, #results
+DEF RESULT_HEAD = 13  # <QBI: seq, status, body length
+DEF U32_MAX = 0xFFFFFFFF
+
+
+cdef inline void _put_u32(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+    p[2] = (v >> 16) & 0xFF
+    p[3] = (v >> 24) & 0xFF
+
+
+cdef inline void _put_u64(uint8_t* p, uint64_t v) noexcept nogil:
+    _put_u32(p, <uint32_t>v)
+    _put_u32(p + 4, <uint32_t>(v >> 32))
+
+
+cdef uint64_t _uint(PyObject* value, uint64_t maximum, str what) except? 0:
+    """The int at `value`; TypeError if it is not an int, ValueError if not in [0, maximum]."""
+    cdef unsigned long long v
+    if not _long_check(value):
+        raise TypeError(f"snapshot: {what} must be an int, not {type(<object>value).__name__}")
+    v = _as_u64(value)  # OverflowError for a negative or too large int
+    if v == <unsigned long long>-1 and _err_occurred() != NULL:
+        _err_clear()
+        raise ValueError(f"snapshot: {what} {<object>value} out of range")
+    if v > maximum:
+        raise ValueError(f"snapshot: {what} {<object>value} out of range")
+    return v
+
+
+cdef Py_ssize_t _add(Py_ssize_t total, Py_ssize_t n) except -1:
+    if n > PY_SSIZE_T_MAX - total:
+        raise OverflowError("snapshot: too large")
+    return total + n
+
+
+cdef Py_ssize_t _sessions(PyObject* sessions, uint8_t* p, Py_ssize_t end) except -1:
+    """The bytes the sessions take in a snapshot, checking them as `_apply_py` does, in order;
+    with `p`, also written there (RuntimeError rather than a write past `end`, which only a
+    finaliser run by the allocation and changing the sessions could cause)."""
+    cdef Py_ssize_t pos = 0, rpos, at = 0, blen
+    cdef uint64_t c, floor, q, status
+    cdef PyObject* cid
+    cdef PyObject* session
+    cdef PyObject* results
+    cdef PyObject* seq
+    cdef PyObject* result
+    cdef PyObject* body
+    while _dict_next(sessions, &pos, &cid, &session):
+        c = _uint(cid, UINT64_MAX, "client id")
+        if not _list_check(session):
+            raise TypeError(f"snapshot: session {<object>cid} must be a list, not {type(<object>session).__name__}")
+        if _list_size(session) != 2:
+            raise ValueError(f"snapshot: session {<object>cid} must be [floor, results], "
+                             f"not {_list_size(session)} items")
+        floor = _uint(_list_item(session, 0), UINT64_MAX, "session floor")
+        results = _list_item(session, 1)
+        if not _dict_check(results):
+            raise TypeError(f"snapshot: session {<object>cid} results must be a dict, "
+                            f"not {type(<object>results).__name__}")
+        if _dict_size(results) > U32_MAX:
+            raise ValueError(f"snapshot: session {<object>cid} has too many results")
+        if p != NULL:
+            if end - at < SESSION_HEAD:
+                raise RuntimeError("snapshot: the store changed while it was written")
+            _put_u64(p + at, c)
+            _put_u64(p + at + 8, floor)
+            _put_u32(p + at + 16, <uint32_t>_dict_size(results))
+        at = _add(at, SESSION_HEAD)
+        rpos = 0
+        while _dict_next(results, &rpos, &seq, &result):
+            q = _uint(seq, UINT64_MAX, "result seq")
+            if not _tuple_check(result):
+                raise TypeError(f"snapshot: result {<object>seq} must be a tuple, not {type(<object>result).__name__}")
+            if _tuple_size(result) != 2:
+                raise ValueError(f"snapshot: result {<object>seq} must be (status, body), "
+                                 f"not {_tuple_size(result)} items")
+            status = _uint(_tuple_item(result, 0), 0xFF, "result status")
+            body = _tuple_item(result, 1)
+            if not _bytes_check(body):
+                raise TypeError(f"snapshot: a result body must be bytes, not {type(<object>body).__name__}")
+            blen = _bytes_size(body)
+            if blen > U32_MAX:
+                raise ValueError("snapshot: a result body of 4 GiB or more")
+            if p != NULL:
+                if end - at < RESULT_HEAD or end - at - RESULT_HEAD < blen:
+                    raise RuntimeError("snapshot: the store changed while it was written")
+                _put_u64(p + at, q)
+                p[at + 8] = <uint8_t>status
+                _put_u32(p + at + 9, <uint32_t>blen)
+                memcpy(p + at + RESULT_HEAD, _bytes_data(body), blen)
+            at = _add(at, RESULT_HEAD)
+            at = _add(at, blen)
+    return at
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def snapshot_state(data, sessions):
+    """`KVStore.snapshot`: `data` (bytes -> bytes) and `sessions` (client id -> [floor,
+    {seq: (status, body)}]) in the snapshot format (see `raftfast.kv.store`), written into one
+    preallocated bytes after a sizing pass. The same bytes and errors as `_apply_py`."""
+    cdef PyObject* d
+    cdef PyObject* s
+    cdef PyObject* k
+    cdef PyObject* v
+    cdef PyObject* bad_value = NULL
+    cdef Py_ssize_t pos = 0, i, n, klen, vlen, kbytes = 0, vbytes = 0, total, at
+    cdef Py_ssize_t kat, vat, kend, vend
+    cdef bint too_long = False
+    cdef bytes out
+    cdef uint8_t* p
+    if not isinstance(data, dict):
+        raise TypeError(f"snapshot: data must be a dict, not {type(data).__name__}")
+    if not isinstance(sessions, dict):
+        raise TypeError(f"snapshot: sessions must be a dict, not {type(sessions).__name__}")
+    d = <PyObject*>data
+    s = <PyObject*>sessions
+    n = _dict_size(d)
+    # sizing pass: a key that is not bytes is reported before a value that is not, and both
+    # before a key or value that is too long (as the pure twin checks them)
+    while _dict_next(d, &pos, &k, &v):
+        if not _bytes_check(k):
+            raise TypeError(f"snapshot: a key must be bytes, not {type(<object>k).__name__}")
+        if not _bytes_check(v):
+            if bad_value == NULL:
+                bad_value = v
+            continue
+        klen = _bytes_size(k)
+        vlen = _bytes_size(v)
+        if klen > U32_MAX or vlen > U32_MAX:
+            too_long = True
+        kbytes = _add(kbytes, klen)
+        vbytes = _add(vbytes, vlen)
+    if bad_value != NULL:
+        raise TypeError(f"snapshot: a value must be bytes, not {type(<object>bad_value).__name__}")
+    if too_long:
+        raise ValueError("snapshot: a key or value of 4 GiB or more")
+    if n > (PY_SSIZE_T_MAX - SNAPSHOT_HEAD) // 8:
+        raise OverflowError("snapshot: too large")
+    total = _add(_add(_add(SNAPSHOT_HEAD + 8 * n, kbytes), vbytes), _sessions(s, NULL, 0))
+
+    # writing pass: only a finaliser run by the allocation could change the dicts since sizing
+    out = PyBytes_FromStringAndSize(NULL, total)
+    p = <uint8_t*>PyBytes_AS_STRING(out)
+    memcpy(p, b"RFKV", 4)
+    p[4] = 1
+    _put_u64(p + 5, <uint64_t>n)
+    _put_u64(p + 13, <uint64_t>_dict_size(s))
+    kat = SNAPSHOT_HEAD + 8 * n
+    vat = kat + kbytes
+    kend = vat
+    vend = vat + vbytes
+    pos = 0
+    i = 0
+    while _dict_next(d, &pos, &k, &v):
+        if i == n or not _bytes_check(k) or not _bytes_check(v):
+            raise RuntimeError("snapshot: the store changed while it was written")
+        klen = _bytes_size(k)
+        vlen = _bytes_size(v)
+        if klen > kend - kat or vlen > vend - vat:
+            raise RuntimeError("snapshot: the store changed while it was written")
+        _put_u32(p + SNAPSHOT_HEAD + 4 * i, <uint32_t>klen)
+        _put_u32(p + SNAPSHOT_HEAD + 4 * (n + i), <uint32_t>vlen)
+        memcpy(p + kat, _bytes_data(k), klen)
+        memcpy(p + vat, _bytes_data(v), vlen)
+        kat += klen
+        vat += vlen
+        i += 1
+    at = vend + _sessions(s, p + vend, total - vend)
+    if i != n or kat != kend or vat != vend or at != total:  # a safety net, as above
+        raise RuntimeError("snapshot: the store changed while it was written")
+    return out

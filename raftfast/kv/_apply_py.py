@@ -4,17 +4,20 @@
 over the store's dicts (see `raftfast.kv.store`): the one loop every replica runs for every
 write; `apply_runs` is the same with the responses joined per run of requests (what a leader
 writes to each connection). `scan_writes(data, pos, max_request)` is the leader's check of
-arriving write frames. All have a compiled twin with the same results and errors.
+arriving write frames. `snapshot_state(data, sessions)` is `KVStore.snapshot`. All have a
+compiled twin with the same results and errors.
 """
 
 from __future__ import annotations
 
+import struct
 import sys
+from array import array
 from typing import Dict, List, Optional, Tuple
 
 from .protocol import BATCH_TAG, NO_VALUE, REQUEST, RESPONSE, Op, Status
 
-__all__ = ["OK", "CAS_FAILED", "STALE", "apply_batch", "apply_runs", "scan_writes"]
+__all__ = ["OK", "CAS_FAILED", "STALE", "apply_batch", "apply_runs", "scan_writes", "snapshot_state"]
 
 Result = Tuple[int, bytes]
 
@@ -159,3 +162,92 @@ def _apply_other(data: Dict[bytes, bytes], op: int, key: bytes, batch: bytes, vp
         data[key] = batch[vpos : vpos + vlen]
         return OK
     return CAS_FAILED
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+_SNAPSHOT_HEAD = struct.Struct("<4sBQQ")  # magic, version, #keys, #sessions
+_SESSION_HEAD = struct.Struct("<QQI")  # client id, floor, #results
+_RESULT_HEAD = struct.Struct("<QBI")  # seq, status, body length
+_U32 = 1 << 32
+_U64 = 1 << 64
+
+
+def _check_bytes_types(items, what: str) -> None:
+    """TypeError unless every item is bytes (one isinstance test per distinct type)."""
+    kinds = list(map(type, items))
+    if kinds.count(bytes) == len(kinds):  # the usual case, in one quick pass
+        return
+    for kind in set(kinds):
+        if not issubclass(kind, bytes):
+            raise TypeError(f"snapshot: a {what} must be bytes, not {kind.__name__}")
+
+
+def _check_uint(value, limit: int, what: str) -> None:
+    if not isinstance(value, int):
+        raise TypeError(f"snapshot: {what} must be an int, not {type(value).__name__}")
+    if not 0 <= value < limit:
+        raise ValueError(f"snapshot: {what} {value} out of range")
+
+
+def snapshot_state(data: Dict[bytes, bytes], sessions: Dict[int, list]) -> bytes:
+    """`KVStore.snapshot`: `data` (bytes -> bytes) and `sessions` (client id -> [floor,
+    {seq: (status, body)}]) in the snapshot format (see `raftfast.kv.store`).
+
+    TypeError for anything but that structure (a key, value or body that is not bytes, a
+    number that is not an int, a session that is not a list or a result that is not a tuple);
+    ValueError for a session or result of the wrong length, a number out of its field's
+    range, or a key, value or body of 4 GiB or more. Type errors in the keys and values are
+    found before size errors there; the sessions are checked in order, each field's type before
+    its range."""
+    if not isinstance(data, dict):
+        raise TypeError(f"snapshot: data must be a dict, not {type(data).__name__}")
+    if not isinstance(sessions, dict):
+        raise TypeError(f"snapshot: sessions must be a dict, not {type(sessions).__name__}")
+    keys = list(data)
+    values = list(data.values())
+    _check_bytes_types(keys, "key")
+    _check_bytes_types(values, "value")
+    try:
+        klens = array("I", map(len, keys))
+        vlens = array("I", map(len, values))
+    except OverflowError:
+        raise ValueError("snapshot: a key or value of 4 GiB or more") from None
+    if sys.byteorder == "big":
+        klens.byteswap()
+        vlens.byteswap()
+    parts = [
+        _SNAPSHOT_HEAD.pack(b"RFKV", 1, len(keys), len(sessions)),
+        klens.tobytes(), vlens.tobytes(), b"".join(keys), b"".join(values),
+    ]
+    append = parts.append
+    session_head = _SESSION_HEAD.pack
+    result_head = _RESULT_HEAD.pack
+    for cid, session in sessions.items():
+        _check_uint(cid, _U64, "client id")
+        if not isinstance(session, list):
+            raise TypeError(f"snapshot: session {cid} must be a list, not {type(session).__name__}")
+        if len(session) != 2:
+            raise ValueError(f"snapshot: session {cid} must be [floor, results], not {len(session)} items")
+        floor, results = session
+        _check_uint(floor, _U64, "session floor")
+        if not isinstance(results, dict):
+            raise TypeError(f"snapshot: session {cid} results must be a dict, not {type(results).__name__}")
+        if len(results) >= _U32:
+            raise ValueError(f"snapshot: session {cid} has too many results")
+        append(session_head(cid, floor, len(results)))
+        for seq, result in results.items():
+            _check_uint(seq, _U64, "result seq")
+            if not isinstance(result, tuple):
+                raise TypeError(f"snapshot: result {seq} must be a tuple, not {type(result).__name__}")
+            if len(result) != 2:
+                raise ValueError(f"snapshot: result {seq} must be (status, body), not {len(result)} items")
+            status, body = result
+            _check_uint(status, 256, "result status")
+            if not isinstance(body, bytes):
+                raise TypeError(f"snapshot: a result body must be bytes, not {type(body).__name__}")
+            if len(body) >= _U32:
+                raise ValueError("snapshot: a result body of 4 GiB or more")
+            append(result_head(seq, status, len(body)))
+            append(body)
+    return b"".join(parts)

@@ -16,7 +16,7 @@ from array import array
 from itertools import accumulate
 from typing import Dict, List, Optional, Tuple
 
-from ._apply import apply_batch, apply_runs
+from ._apply import apply_batch, apply_runs, snapshot_state
 
 __all__ = ["KVStore", "Result", "SnapshotFormatError"]
 
@@ -25,6 +25,9 @@ Result = Tuple[int, bytes]
 
 _SNAPSHOT_MAGIC = b"RFKV"
 _SNAPSHOT_VERSION = 1
+# The snapshot: the head, every key's length then every value's (little-endian uint32), the
+# keys, the values, then each session (head, then each result: head and body). Written by
+# `snapshot_state` (`_apply_py`/`_apply_c`), read by `KVStore.restore`.
 _SNAPSHOT_HEAD = struct.Struct("<4sBQQ")  # magic, version, #keys, #sessions
 _SESSION_HEAD = struct.Struct("<QQI")  # client id, floor, #results
 _RESULT_HEAD = struct.Struct("<QBI")  # seq, status, body length
@@ -72,24 +75,10 @@ class KVStore:
     # -- snapshots ---------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        data = self.data
-        keys = list(data)
-        values = list(data.values())
-        klens = array("I", map(len, keys))
-        vlens = array("I", map(len, values))
-        if sys.byteorder == "big":
-            klens.byteswap()
-            vlens.byteswap()
-        parts = [
-            _SNAPSHOT_HEAD.pack(_SNAPSHOT_MAGIC, _SNAPSHOT_VERSION, len(keys), len(self.sessions)),
-            klens.tobytes(), vlens.tobytes(), b"".join(keys), b"".join(values),
-        ]
-        for cid, (floor, results) in self.sessions.items():
-            parts.append(_SESSION_HEAD.pack(cid, floor, len(results)))
-            for seq, (status, body) in results.items():
-                parts.append(_RESULT_HEAD.pack(seq, status, len(body)))
-                parts.append(body)
-        return b"".join(parts)
+        """The keys, values and sessions in the snapshot format (below); TypeError or
+        ValueError if the store holds anything but bytes keys and values and the sessions
+        the apply kernel keeps."""
+        return snapshot_state(self.data, self.sessions)
 
     def restore(self, snapshot: bytes) -> None:
         """Replace everything with `snapshot` (b"" = empty); SnapshotFormatError if unreadable."""
