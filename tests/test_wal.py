@@ -22,6 +22,7 @@ from raftfast.wal import format as fmt
 from raftfast.wal import wal as wal_module
 from raftfast.wal.faults import FaultyIO
 from raftfast.wal.segment import segment_name
+from raftfast.wal.snapshots import parse_snapshot_name
 from wal_workload import apply, state, workload
 
 SMALL = 4096  # small segments, so a short workload rotates often
@@ -543,34 +544,45 @@ def test_fileio_pwrite_finishes_a_short_write(tmp_path, monkeypatch):
 
 
 class GatedSnapshotIO(FileIO):
-    """Real files, but a snapshot file's writes wait for `gate` after the first one (its head),
-    as if the disk were slow: the temp file is left partly written until the test opens the
-    gate. With `fail`, that write raises EIO instead."""
+    """Real files, but the snapshot files whose indexes are `hold()`-en wait after their first
+    write (the head) until `release()`d, as if the disk were slow: the temp file is left partly
+    written meanwhile. With `fail`, that write raises EIO instead."""
 
     def __init__(self):
-        self.gate = threading.Event()
-        self.gate.set()
-        self.writing = threading.Event()  # the head of a snapshot file is written
+        self.held = set()
+        self.started = set()  # the indexes whose snapshot file's head is written
+        self.cond = threading.Condition()
         self.fail = False
-        self.snap_fds = set()
+        self.snap_fds = {}
+
+    def hold(self, *indexes):
+        with self.cond:
+            self.held.update(indexes)
+
+    def release(self, *indexes):
+        with self.cond:
+            self.held.difference_update(indexes)
+            self.cond.notify_all()
 
     def create(self, path):
         fd = super().create(path)
         if path.endswith(".snap.tmp"):
-            self.snap_fds.add(fd)
+            self.snap_fds[fd] = parse_snapshot_name(os.path.basename(path)[: -len(".tmp")])
         return fd
 
     def close(self, fd):
-        self.snap_fds.discard(fd)
+        self.snap_fds.pop(fd, None)
         super().close(fd)
 
     def pwrite(self, fd, data, offset):
-        if fd in self.snap_fds:
+        index = self.snap_fds.get(fd)
+        if index is not None:
             if self.fail:
                 raise OSError(errno.EIO, os.strerror(errno.EIO), "snapshot temp file")
             if offset > 0:
-                self.writing.set()
-                assert self.gate.wait(5), "the gate was never opened"
+                with self.cond:
+                    self.started.add(index)
+                    assert self.cond.wait_for(lambda: index not in self.held, 5), "never released"
         super().pwrite(fd, data, offset)
 
 
@@ -627,7 +639,7 @@ def test_an_own_snapshot_is_written_in_the_background_and_compacts_once_durable(
     before = segments(tmp_path)
     assert len(before) > 3
 
-    io.gate.clear()
+    io.hold(150)
     began = time.monotonic()
     log.apply_snapshot(snap(150))
     took = time.monotonic() - began
@@ -639,12 +651,12 @@ def test_an_own_snapshot_is_written_in_the_background_and_compacts_once_durable(
         log.truncate(150)
 
     # Mid-write: a partial temp file, the old snapshot and every segment.
-    assert io.writing.wait(5)
+    wait_for(lambda: 150 in io.started)
     assert segments(tmp_path) == before
     assert reopened(tmp_path, tmp_path / "mid-write") == (50, b"state 50", 200)
 
     # Written, no record yet: recovery finishes the install from the log.
-    io.gate.set()
+    io.release(150)
     wait_for(lambda: "snapshot-00000000000000000150.snap" in os.listdir(tmp_path))
     wait_for(snapshot_threads_done)
     assert segments(tmp_path) == before
@@ -702,10 +714,10 @@ def test_a_failed_background_snapshot_write_is_fail_stop_and_loses_nothing(tmp_p
 def test_close_finishes_a_pending_snapshot_write(tmp_path):
     io = GatedSnapshotIO()
     log = a_log_with_a_snapshot(tmp_path, io)
-    io.gate.clear()
+    io.hold(150)
     log.apply_snapshot(snap(150))
-    assert io.writing.wait(5)
-    threading.Timer(0.2, io.gate.set).start()
+    wait_for(lambda: 150 in io.started)
+    threading.Timer(0.2, io.release, (150,)).start()
     log.close()
     assert snapshot_files(tmp_path) == ["snapshot-00000000000000000150.snap"]
     assert reopened(tmp_path, tmp_path / "copy") == (150, b"state 150", 200)
@@ -714,13 +726,15 @@ def test_close_finishes_a_pending_snapshot_write(tmp_path):
 def test_a_second_snapshot_finishes_the_pending_one_first(tmp_path):
     io = GatedSnapshotIO()
     log = a_log_with_a_snapshot(tmp_path, io)
-    io.gate.clear()
+    io.hold(100, 150)
     log.apply_snapshot(snap(100))
-    assert io.writing.wait(5)
-    threading.Timer(0.2, io.gate.set).start()
-    log.apply_snapshot(snap(150))
-    assert "snapshot-00000000000000000100.snap" in snapshot_files(tmp_path)
-    assert reopened(tmp_path, tmp_path / "between") in ((100, b"state 100", 200), (150, b"state 150", 200))
+    wait_for(lambda: 100 in io.started)
+    threading.Timer(0.2, io.release, (100,)).start()
+    log.apply_snapshot(snap(150))  # waits for the first, and logs it: the second is held
+    assert snapshot_files(tmp_path) == ["snapshot-00000000000000000100.snap"]
+    wait_for(lambda: 150 in io.started)
+    assert reopened(tmp_path, tmp_path / "between") == (100, b"state 100", 200)
+    threading.Timer(0.2, io.release, (150,)).start()
     log.close()
     assert snapshot_files(tmp_path) == ["snapshot-00000000000000000150.snap"]
     assert reopened(tmp_path, tmp_path / "copy") == (150, b"state 150", 200)
