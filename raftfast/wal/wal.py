@@ -55,7 +55,7 @@ class WalLog:
         *_READS,
         "_dir", "_io", "_lock_fd", "_segment_bytes", "_entries", "_hard", "_snapshot", "_segments",
         "_high_water", "_logged_last", "_logged_snap", "_seq", "_fd", "_size", "_planned", "_pos", "_synced", "_buf", "_failure",
-        "_sync_lock", "_spare",
+        "_sync_lock", "_spare", "_snap_write",
     )
 
     # The reads are the entry log's own bound methods: no wrapper call on the hot path.
@@ -103,6 +103,7 @@ class WalLog:
         # `sync_flushed` may run in another thread while this one keeps writing.
         self._sync_lock = threading.Lock()
         self._spare: Optional[_Spare] = None
+        self._snap_write: Optional[_SnapshotWrite] = None
         rec = load(directory, io)
         self._entries = rec.entries
         self._hard = rec.hard_state
@@ -150,6 +151,8 @@ class WalLog:
         """Append `entries` (the first at `last_index()+1`) as one record; ValueError, with
         nothing written, if they do not follow the log."""
         self._check()
+        if self._snap_write is not None:
+            self._advance_snapshot()
         log = self._entries
         first = log.last_index() + 1
         if type(entries) is EntryBatch:
@@ -188,6 +191,8 @@ class WalLog:
         """Append one entry per command, all in `term` with `kind`, as one record; returns
         the new last index. The cheapest way in: no LogEntry is built."""
         self._check()
+        if self._snap_write is not None:
+            self._advance_snapshot()
         if not 0 <= kind <= 2:
             raise ValueError(f"append_commands: invalid entry kind {kind!r}")
         first = self._entries.last_index() + 1
@@ -200,6 +205,8 @@ class WalLog:
     def truncate(self, from_index: int) -> None:
         """Drop every entry at or after `from_index` (ValueError at or below the snapshot)."""
         self._check()
+        if self._snap_write is not None:
+            self._advance_snapshot()
         log = self._entries
         if from_index <= log.offset or from_index > log.last_index():
             log.truncate(from_index)  # raises below the snapshot; past the end there is nothing to drop
@@ -218,6 +225,8 @@ class WalLog:
 
     def set_hard_state(self, hs: HardState) -> None:
         self._check()
+        if self._snap_write is not None:
+            self._advance_snapshot()
         if hs == self._hard:
             return
         payload = fmt.hard_state_payload(hs)
@@ -230,16 +239,22 @@ class WalLog:
     def sync(self) -> None:
         """Make every earlier write durable: one fdatasync, none if nothing changed."""
         self._check()
+        if self._snap_write is not None:
+            self._advance_snapshot()  # a finished snapshot file: its record goes in this sync
         if self._buf or self._pos != self._synced:
             try:
                 self._sync_segment()
             except OSError as e:
                 raise self._fail(e, "sync") from e
+        if self._snap_write is not None:
+            self._advance_snapshot()  # its record durable now: compact
 
     def flush(self) -> None:
         """Write the buffered records to the file, without waiting for the disk: a split
         `sync()`, whose second half is `sync_flushed()`. Nothing is durable yet."""
         self._check()
+        if self._snap_write is not None:
+            self._advance_snapshot()
         try:
             self._flush()
         except OSError as e:
@@ -255,6 +270,10 @@ class WalLog:
         are built and written while the disk works (pipelined group commit). Everything the
         owner flushed before this call started is covered once it returns. A failure is fatal
         as with `sync()`: the log raises StorageError from then on, in every thread.
+
+        It does not move a background snapshot write on (`apply_snapshot`): it may run in
+        the sync thread, and records are written only in the owner's. The owner's next call
+        that writes finds the snapshot's record durable and compacts.
         """
         with self._sync_lock:
             self._check()
@@ -278,8 +297,19 @@ class WalLog:
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Install `snapshot` as MemoryLog does (keep the entries above it if the log holds its
-        index with its term, else drop them all), durably: it returns after the snapshot file
-        and the log record naming it are synced, then deletes what the snapshot covers."""
+        index with its term, else drop them all), durably.
+
+        A snapshot of this node's own log (it keeps the entries above) takes effect at once in
+        memory, and its file is written by a background thread when the file layer allows it
+        (writing ~8 MB and fsyncing it in the event loop's turn came near the election
+        timeout): the owner's next write or sync that finds the file done writes the log
+        record naming it, and once that record is durable, deletes what the snapshot covers.
+        Until then the segments still hold every entry, so a crash recovers the old snapshot
+        and the whole log, or the new one. A failed write raises StorageError then.
+
+        A snapshot that replaces the log (from a leader), or one on a file layer without
+        threads, is installed synchronously: it returns after the snapshot file and the log
+        record naming it are synced, then deletes what the snapshot covers."""
         self._check()
         if snapshot.index < self._snapshot.index:
             raise ValueError(
@@ -287,16 +317,27 @@ class WalLog:
             )
         kept = self._entries.term_at(snapshot.index) == snapshot.term
         fmt.snapshot_payload(snapshot.index, snapshot.term, kept)  # range check before any write
+        background = kept and self._io.threads
+        if self._snap_write is not None:
+            self._finish_snapshot()  # one at a time: the earlier one's record and compaction first
         try:
             # The log up to here is made durable before the snapshot file exists: recovery
             # finishes an install whose record is missing by replaying the log and then the
             # snapshot, which must see every write that came before it.
             self._sync_segment()
-            write_snapshot(self._io, self._dir, snapshot)
-            self._put_snapshot(snapshot.index, snapshot.term, kept)
-            self._sync_segment()
+            if not background:
+                write_snapshot(self._io, self._dir, snapshot)
+                self._put_snapshot(snapshot.index, snapshot.term, kept)
+                self._sync_segment()
         except OSError as e:
             raise self._fail(e, "apply_snapshot") from e
+        if background:
+            # Safe before the file is durable: the entries dropped here are still in the
+            # segments, which are deleted only once the snapshot's record is durable.
+            self._entries.compact(snapshot.index, snapshot.term)
+            self._snapshot = snapshot
+            self._snap_write = _SnapshotWrite(self._io, self._dir, snapshot)
+            return
         self._entries.compact(snapshot.index, snapshot.term)
         self._snapshot = snapshot
         try:
@@ -313,10 +354,15 @@ class WalLog:
         error = None
         try:
             if self._failure is None:
+                if self._snap_write is not None:
+                    self._finish_snapshot()
                 self._sync_segment()
         except OSError as e:
             error = self._fail(e, "close")
         finally:
+            write, self._snap_write = self._snap_write, None
+            if write is not None:  # after a failure: it writes nothing once the lock is released
+                write.thread.join()
             self._drop_spare()
             for fd in (self._fd, self._lock_fd):
                 try:
@@ -466,6 +512,51 @@ class WalLog:
             if index is not None and index < covered:
                 self._unlink(name)
 
+    def _advance_snapshot(self) -> None:
+        """Move the background snapshot write on, in the owner's thread, without waiting: once
+        its file is written, buffer the record naming it (the next sync makes it durable); once
+        that record is durable, compact. Raises StorageError if writing the file failed."""
+        write = self._snap_write
+        assert write is not None
+        try:
+            if write.record is None:
+                if write.thread.is_alive():
+                    return
+                self._log_snapshot(write)
+            assert write.record is not None
+            seq, end = write.record
+            # durable: synced that far, or sealed (a rotation syncs the old segment first)
+            if seq < self._seq or self._synced >= end:
+                self._snap_write = None
+                self._compact()
+        except OSError as e:
+            raise self._fail(e, "snapshot") from e
+
+    def _finish_snapshot(self) -> None:
+        """Wait for the background snapshot write, make its record durable and compact."""
+        write = self._snap_write
+        assert write is not None
+        try:
+            if write.record is None:
+                self._log_snapshot(write)
+            self._sync_segment()
+            self._snap_write = None
+            self._compact()
+        except OSError as e:
+            raise self._fail(e, "snapshot") from e
+
+    def _log_snapshot(self, write: "_SnapshotWrite") -> None:
+        """Buffer the record naming `write`'s snapshot, whose file is whole; raises what writing
+        the file raised. Remembers where the record ends, to tell when it is durable."""
+        write.thread.join()
+        error = write.error
+        if error is not None:
+            self._snap_write = None
+            raise error if isinstance(error, OSError) else OSError(f"writing the snapshot file: {error!r}")
+        snapshot = write.snapshot
+        self._put_snapshot(snapshot.index, snapshot.term, True)
+        write.record = (self._seq, self._pos + len(self._buf))
+
     def _drop_spare(self) -> None:
         """Stop the next segment's preparation and delete its temp file (on close)."""
         spare, self._spare = self._spare, None
@@ -540,6 +631,29 @@ class _Spare:
         if self._error is not None:
             raise self._error
         return self.size
+
+
+class _SnapshotWrite:
+    """A snapshot file being written on a background thread (`apply_snapshot`). The WAL's
+    thread writes the record naming it once the thread is done; `record` is then the segment
+    and offset where that record ends."""
+
+    __slots__ = ("snapshot", "thread", "error", "record")
+
+    def __init__(self, io: FileIO, directory: str, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.error: Optional[BaseException] = None
+        self.record: Optional[Tuple[int, int]] = None
+        self.thread = threading.Thread(
+            target=self._run, args=(io, directory), name=f"wal-snapshot-{snapshot.index}", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, io: FileIO, directory: str) -> None:
+        try:
+            write_snapshot(io, directory, self.snapshot)
+        except BaseException as e:  # handed to the WAL's thread by _log_snapshot
+            self.error = e
 
 
 def _runs(terms: Sequence[int], kinds: Sequence[int]) -> List[fmt.Run]:
