@@ -55,7 +55,7 @@ class WalLog:
         *_READS,
         "_dir", "_io", "_lock_fd", "_segment_bytes", "_entries", "_hard", "_snapshot", "_segments",
         "_high_water", "_logged_last", "_logged_snap", "_seq", "_fd", "_size", "_planned", "_pos", "_synced", "_buf", "_failure",
-        "_sync_lock", "_spare", "_snap_write",
+        "_sync_lock", "_spare", "_snap_write", "_deleter",
     )
 
     # The reads are the entry log's own bound methods: no wrapper call on the hot path.
@@ -104,6 +104,7 @@ class WalLog:
         self._sync_lock = threading.Lock()
         self._spare: Optional[_Spare] = None
         self._snap_write: Optional[_SnapshotWrite] = None
+        self._deleter: Optional[_Deleter] = None
         rec = load(directory, io)
         self._entries = rec.entries
         self._hard = rec.hard_state
@@ -363,6 +364,10 @@ class WalLog:
             write, self._snap_write = self._snap_write, None
             if write is not None:  # after a failure: it writes nothing once the lock is released
                 write.thread.join()
+            try:
+                self._join_deleter()
+            except OSError:
+                pass  # files left to delete: the next recovery deletes them
             self._drop_spare()
             for fd in (self._fd, self._lock_fd):
                 try:
@@ -500,17 +505,34 @@ class WalLog:
 
     def _compact(self) -> None:
         """Delete the segments every entry of which the snapshot covers, oldest first, and the
-        older snapshot files. Needs the snapshot's record to be durable already."""
+        older snapshot files. Needs the snapshot's record to be durable already.
+
+        On a file layer with threads a background thread deletes them: unlinking a 64 MiB
+        segment drops its page cache and frees its blocks, 70-130 ms of the event loop's turn
+        under load. Nothing reads them any more, and a crash that leaves some is repaired by
+        recovery, as after a compaction cut short. One deleter at a time, so that the files
+        still go oldest first and the segments left are always the newest ones."""
+        self._join_deleter()
         covered = self._snapshot.index
         segments = self._segments
         keep = max((i for i, s in enumerate(segments) if s.high_water <= covered), default=0)
-        for s in segments[:keep]:
-            self._unlink(s.name)
+        names = [s.name for s in segments[:keep]]
         del segments[:keep]
         for name in self._io.listdir(self._dir):
             index = parse_snapshot_name(name)
             if index is not None and index < covered:
+                names.append(name)
+        if self._io.threads:
+            self._deleter = _Deleter(self._unlink, names)
+        else:
+            for name in names:
                 self._unlink(name)
+
+    def _join_deleter(self) -> None:
+        """Wait for the files of the last compaction to be deleted; raise what deleting them raised."""
+        deleter, self._deleter = self._deleter, None
+        if deleter is not None:
+            deleter.join()
 
     def _advance_snapshot(self) -> None:
         """Move the background snapshot write on, in the owner's thread, without waiting: once
@@ -595,6 +617,27 @@ class WalLog:
         failure = self._failure
         assert failure is not None
         raise StorageError(failure.context, failure.detail)
+
+
+class _Deleter:
+    """Deletes files on a background thread, in order (`WalLog._compact` says why)."""
+
+    def __init__(self, unlink: Callable[[str], None], names: List[str]) -> None:
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(unlink, names), name="wal-delete", daemon=True)
+        self._thread.start()
+
+    def _run(self, unlink: Callable[[str], None], names: List[str]) -> None:
+        try:
+            for name in names:
+                unlink(name)
+        except BaseException as e:  # handed to the WAL's thread by join()
+            self._error = e
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class _Spare:
