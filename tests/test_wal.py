@@ -771,11 +771,11 @@ class GatedUnlinkIO(FileIO):
         self.deleted = 0
 
     def unlink(self, path):
-        if path.endswith(".wal"):
-            if self.deleted:
-                self.gate.wait()
-            self.deleted += 1
+        if path.endswith(".wal") and self.deleted:
+            self.gate.wait()
         super().unlink(path)
+        if path.endswith(".wal"):
+            self.deleted += 1  # after the unlink: a test that sees the count sees the file gone
 
 
 def test_compaction_deletes_the_covered_files_in_the_background_oldest_first(tmp_path):
