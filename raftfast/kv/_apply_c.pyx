@@ -15,6 +15,7 @@ from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
+from raftfast.kv._wire cimport put_u32, put_u64, u16, u32, u64
 
 import struct
 
@@ -36,18 +37,6 @@ cdef object _CAS_FAILED = CAS_FAILED
 cdef object _STALE = STALE
 
 
-cdef inline uint16_t _u16(const uint8_t* p) noexcept nogil:
-    return <uint16_t>p[0] | (<uint16_t>p[1] << 8)
-
-
-cdef inline uint32_t _u32(const uint8_t* p) noexcept nogil:
-    return <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
-
-
-cdef inline uint64_t _u64(const uint8_t* p) noexcept nogil:
-    return <uint64_t>_u32(p) | (<uint64_t>_u32(p + 4) << 32)
-
-
 cdef inline bytes _slice(const uint8_t* buf, Py_ssize_t end, Py_ssize_t start, Py_ssize_t n):
     """buf[start:start+n] with Python's slice clamping."""
     if start > end:
@@ -61,15 +50,8 @@ cdef inline bytes _slice(const uint8_t* buf, Py_ssize_t end, Py_ssize_t start, P
 
 cdef inline void _put_frame(uint8_t* p, uint32_t rid, int status, bytes body, Py_ssize_t blen):
     """RESPONSE.pack(5 + blen, rid, status) + body, written at `p`."""
-    cdef uint32_t length = <uint32_t>(5 + blen)
-    p[0] = length & 0xFF
-    p[1] = (length >> 8) & 0xFF
-    p[2] = (length >> 16) & 0xFF
-    p[3] = (length >> 24) & 0xFF
-    p[4] = rid & 0xFF
-    p[5] = (rid >> 8) & 0xFF
-    p[6] = (rid >> 16) & 0xFF
-    p[7] = (rid >> 24) & 0xFF
+    put_u32(p, <uint32_t>(5 + blen))
+    put_u32(p + 4, rid)
     p[8] = <uint8_t>status
     if blen:
         memcpy(p + 9, PyBytes_AS_STRING(body), blen)
@@ -200,15 +182,15 @@ cdef int _apply(dict data, dict sessions, Py_ssize_t max_sessions, bytes batch, 
             raise struct.error(f"unpack_from requires a buffer of at least {pos + HEAD} bytes for "
                                f"unpacking {HEAD} bytes at offset {pos} (actual buffer size is {end})")
         h = buf + pos
-        length = _u32(h)
+        length = u32(h)
         op = h[4]
-        rid = _u32(h + 5)
-        cid = _u64(h + 9)
-        seq = _u64(h + 17)
-        ack = _u64(h + 25)
-        klen = _u16(h + 33)
-        vlen = _u32(h + 35)
-        elen = _u32(h + 39)
+        rid = u32(h + 5)
+        cid = u64(h + 9)
+        seq = u64(h + 17)
+        ack = u64(h + 25)
+        klen = u16(h + 33)
+        vlen = u32(h + 35)
+        elen = u32(h + 39)
         kpos = pos + HEAD
         pos += 4 + <Py_ssize_t>length
         if not have_session or cid != last_cid:  # a batch holds runs of one client's requests
@@ -274,14 +256,14 @@ def scan_writes(bytes data, Py_ssize_t pos, Py_ssize_t max_request):
         pos = 0
     while end - pos >= HEAD:
         h = buf + pos
-        length = _u32(h)
+        length = u32(h)
         op = h[4]
         if op != _PUT and op != _DELETE and op != _APPEND and op != _CAS:
             break
-        if _u64(h + 9) == 0 or <Py_ssize_t>length > max_request:
+        if u64(h + 9) == 0 or <Py_ssize_t>length > max_request:
             break
-        elen = _u32(h + 39)
-        expected = <uint64_t>(HEAD - 4) + _u16(h + 33) + _u32(h + 35) + (0 if elen == NO_VALUE else elen)
+        elen = u32(h + 39)
+        expected = <uint64_t>(HEAD - 4) + u16(h + 33) + u32(h + 35) + (0 if elen == NO_VALUE else elen)
         if <uint64_t>length != expected:
             break
         frame_end = pos + 4 + <Py_ssize_t>length
@@ -320,18 +302,6 @@ DEF SNAPSHOT_HEAD = 21  # <4sBQQ: magic, version, #keys, #sessions
 DEF SESSION_HEAD = 20  # <QQI: client id, floor, #results
 DEF RESULT_HEAD = 13  # <QBI: seq, status, body length
 DEF U32_MAX = 0xFFFFFFFF
-
-
-cdef inline void _put_u32(uint8_t* p, uint32_t v) noexcept nogil:
-    p[0] = v & 0xFF
-    p[1] = (v >> 8) & 0xFF
-    p[2] = (v >> 16) & 0xFF
-    p[3] = (v >> 24) & 0xFF
-
-
-cdef inline void _put_u64(uint8_t* p, uint64_t v) noexcept nogil:
-    _put_u32(p, <uint32_t>v)
-    _put_u32(p + 4, <uint32_t>(v >> 32))
 
 
 cdef uint64_t _uint(PyObject* value, uint64_t maximum, str what) except? 0:
@@ -383,9 +353,9 @@ cdef Py_ssize_t _sessions(PyObject* sessions, uint8_t* p, Py_ssize_t end) except
         if p != NULL:
             if end - at < SESSION_HEAD:
                 raise RuntimeError("snapshot: the store changed while it was written")
-            _put_u64(p + at, c)
-            _put_u64(p + at + 8, floor)
-            _put_u32(p + at + 16, <uint32_t>_dict_size(results))
+            put_u64(p + at, c)
+            put_u64(p + at + 8, floor)
+            put_u32(p + at + 16, <uint32_t>_dict_size(results))
         at = _add(at, SESSION_HEAD)
         rpos = 0
         while _dict_next(results, &rpos, &seq, &result):
@@ -405,9 +375,9 @@ cdef Py_ssize_t _sessions(PyObject* sessions, uint8_t* p, Py_ssize_t end) except
             if p != NULL:
                 if end - at < RESULT_HEAD or end - at - RESULT_HEAD < blen:
                     raise RuntimeError("snapshot: the store changed while it was written")
-                _put_u64(p + at, q)
+                put_u64(p + at, q)
                 p[at + 8] = <uint8_t>status
-                _put_u32(p + at + 9, <uint32_t>blen)
+                put_u32(p + at + 9, <uint32_t>blen)
                 memcpy(p + at + RESULT_HEAD, _bytes_data(body), blen)
             at = _add(at, RESULT_HEAD)
             at = _add(at, blen)
@@ -465,8 +435,8 @@ def snapshot_state(data, sessions):
     p = <uint8_t*>PyBytes_AS_STRING(out)
     memcpy(p, b"RFKV", 4)
     p[4] = 1
-    _put_u64(p + 5, <uint64_t>n)
-    _put_u64(p + 13, <uint64_t>_dict_size(s))
+    put_u64(p + 5, <uint64_t>n)
+    put_u64(p + 13, <uint64_t>_dict_size(s))
     kat = SNAPSHOT_HEAD + 8 * n
     vat = kat + kbytes
     kend = vat
@@ -480,8 +450,8 @@ def snapshot_state(data, sessions):
         vlen = _bytes_size(v)
         if klen > kend - kat or vlen > vend - vat:
             raise RuntimeError("snapshot: the store changed while it was written")
-        _put_u32(p + SNAPSHOT_HEAD + 4 * i, <uint32_t>klen)
-        _put_u32(p + SNAPSHOT_HEAD + 4 * (n + i), <uint32_t>vlen)
+        put_u32(p + SNAPSHOT_HEAD + 4 * i, <uint32_t>klen)
+        put_u32(p + SNAPSHOT_HEAD + 4 * (n + i), <uint32_t>vlen)
         memcpy(p + kat, _bytes_data(k), klen)
         memcpy(p + vat, _bytes_data(v), vlen)
         kat += klen

@@ -16,6 +16,7 @@ from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+from raftfast.kv._wire cimport put_u32, put_u64, u32
 
 import struct
 
@@ -40,22 +41,6 @@ cdef uint32_t _MAX_RESPONSE = MAX_RESPONSE
 cdef int _MALFORMED = MALFORMED
 cdef int _NOT_LEADER = NOT_LEADER
 cdef object _SEQS = 1 << 64
-
-
-cdef inline uint32_t _u32(const uint8_t* p) noexcept nogil:
-    return <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
-
-
-cdef inline void _put32(uint8_t* p, uint32_t v) noexcept nogil:
-    p[0] = v & 0xFF
-    p[1] = (v >> 8) & 0xFF
-    p[2] = (v >> 16) & 0xFF
-    p[3] = (v >> 24) & 0xFF
-
-
-cdef inline void _put64(uint8_t* p, uint64_t v) noexcept nogil:
-    _put32(p, <uint32_t>v)
-    _put32(p + 4, <uint32_t>(v >> 32))
 
 
 def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, count, ack):
@@ -103,12 +88,12 @@ def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, co
             raise RuntimeError("encode_puts: the tails changed during the call")
         tlen = PyBytes_GET_SIZE(tail)
         size -= PREFIX + tlen
-        _put32(p, <uint32_t>(PREFIX - 4 + tlen))
+        put_u32(p, <uint32_t>(PREFIX - 4 + tlen))
         p[4] = _PUT
-        _put32(p + 5, <uint32_t>seq)
-        _put64(p + 9, cid)
-        _put64(p + 17, seq)
-        _put64(p + 25, ack_)
+        put_u32(p + 5, <uint32_t>seq)
+        put_u64(p + 9, cid)
+        put_u64(p + 17, seq)
+        put_u64(p + 25, ack_)
         memcpy(p + PREFIX, PyBytes_AS_STRING(tail), tlen)
         p += PREFIX + tlen
         seq += 1
@@ -165,7 +150,7 @@ def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight
     hi_ = INT64_MAX if hi > INT64_MAX else (hi - 1 if window else 0)
     # every read below is of bytes pos..pos+HEAD-1 with end - pos >= HEAD checked first
     while end - pos >= HEAD:
-        length = _u32(buf + pos)
+        length = u32(buf + pos)
         if length < HEAD - 4 or length > _MAX_RESPONSE:
             halt = _MALFORMED
             break
@@ -174,7 +159,7 @@ def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight
         if buf[pos + 8] == _NOT_LEADER_STATUS:
             halt = _NOT_LEADER
             break
-        seq = base | _u32(buf + pos + 4)
+        seq = base | u32(buf + pos + 4)
         found = None
         if seq < next_:
             found = inflight.pop(PyLong_FromUnsignedLongLong(seq), None)
