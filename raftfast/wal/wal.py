@@ -104,7 +104,7 @@ class WalLog:
         self._sync_lock = threading.Lock()
         self._spare: Optional[_Spare] = None
         self._snap_write: Optional[_SnapshotWrite] = None
-        self._deleter: Optional[_Deleter] = None
+        self._deleter: Optional[_Background] = None
         rec = load(directory, io)
         self._entries = rec.entries
         self._hard = rec.hard_state
@@ -363,7 +363,7 @@ class WalLog:
         finally:
             write, self._snap_write = self._snap_write, None
             if write is not None:  # after a failure: it writes nothing once the lock is released
-                write.thread.join()
+                write.job.join()
             try:
                 self._join_deleter()
             except OSError:
@@ -523,7 +523,7 @@ class WalLog:
             if index is not None and index < covered:
                 names.append(name)
         if self._io.threads:
-            self._deleter = _Deleter(self._unlink, names)
+            self._deleter = _Background("wal-delete", _unlink_all, self._unlink, names)
         else:
             for name in names:
                 self._unlink(name)
@@ -532,7 +532,7 @@ class WalLog:
         """Wait for the files of the last compaction to be deleted; raise what deleting them raised."""
         deleter, self._deleter = self._deleter, None
         if deleter is not None:
-            deleter.join()
+            deleter.result()
 
     def _advance_snapshot(self) -> None:
         """Move the background snapshot write on, in the owner's thread, without waiting: once
@@ -542,7 +542,7 @@ class WalLog:
         assert write is not None
         try:
             if write.record is None:
-                if write.thread.is_alive():
+                if not write.job.done():
                     return
                 self._log_snapshot(write)
             assert write.record is not None
@@ -570,11 +570,13 @@ class WalLog:
     def _log_snapshot(self, write: "_SnapshotWrite") -> None:
         """Buffer the record naming `write`'s snapshot, whose file is whole; raises what writing
         the file raised. Remembers where the record ends, to tell when it is durable."""
-        write.thread.join()
-        error = write.error
-        if error is not None:
+        try:
+            write.job.result()
+        except BaseException as error:
             self._snap_write = None
-            raise error if isinstance(error, OSError) else OSError(f"writing the snapshot file: {error!r}")
+            if isinstance(error, OSError):
+                raise
+            raise OSError(f"writing the snapshot file: {error!r}") from error
         snapshot = write.snapshot
         self._put_snapshot(snapshot.index, snapshot.term, True)
         write.record = (self._seq, self._pos + len(self._buf))
@@ -619,25 +621,41 @@ class WalLog:
         raise StorageError(failure.context, failure.detail)
 
 
-class _Deleter:
-    """Deletes files on a background thread, in order (`WalLog._compact` says why)."""
+class _Background:
+    """`fn(*args)` on a daemon thread; `result()` joins it and returns what it returned, or
+    raises what it raised, in the WAL's thread."""
 
-    def __init__(self, unlink: Callable[[str], None], names: List[str]) -> None:
+    __slots__ = ("_thread", "_value", "_error")
+
+    def __init__(self, name: str, fn: Callable[..., object], *args: object) -> None:
+        self._value: object = None
         self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(unlink, names), name="wal-delete", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name=name, daemon=True)
         self._thread.start()
 
-    def _run(self, unlink: Callable[[str], None], names: List[str]) -> None:
+    def _run(self, fn: Callable[..., object], args: tuple) -> None:
         try:
-            for name in names:
-                unlink(name)
-        except BaseException as e:  # handed to the WAL's thread by join()
+            self._value = fn(*args)
+        except BaseException as e:  # handed to the WAL's thread by result()
             self._error = e
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def join(self) -> None:
+        """Wait for it, whatever it returns or raises."""
         self._thread.join()
+
+    def result(self) -> object:
+        self.join()
         if self._error is not None:
             raise self._error
+        return self._value
+
+
+def _unlink_all(unlink: Callable[[str], None], names: List[str]) -> None:
+    for name in names:
+        unlink(name)
 
 
 class _Spare:
@@ -648,20 +666,12 @@ class _Spare:
 
     def __init__(self, io: FileIO, directory: str, seq: int, size: int) -> None:
         self.seq, self.size = seq, size
-        self._error: Optional[BaseException] = None
-        self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
+        self._job: Optional[_Background] = None
         if io.threads:
-            self._thread = threading.Thread(target=self._run, args=(io, directory), name=f"wal-prepare-{seq}", daemon=True)
-            self._thread.start()
+            self._job = _Background(f"wal-prepare-{seq}", prepare_segment, io, directory, seq, size, self._stop)
         else:
             prepare_segment(io, directory, seq, size)
-
-    def _run(self, io: FileIO, directory: str) -> None:
-        try:
-            self.size = prepare_segment(io, directory, self.seq, self.size, self._stop)
-        except BaseException as e:  # handed to the WAL's thread by stop()
-            self._error = e
 
     def stop(self) -> int:
         """Have the thread end at its next piece boundary (a few ms), and return how many bytes
@@ -669,10 +679,8 @@ class _Spare:
         preparing it raised. The thread is joined first, so it writes no zeros once the file
         is in use."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if self._job is not None:
+            self.size = self._job.result()  # type: ignore[assignment]
         return self.size
 
 
@@ -681,22 +689,12 @@ class _SnapshotWrite:
     thread writes the record naming it once the thread is done; `record` is then the segment
     and offset where that record ends."""
 
-    __slots__ = ("snapshot", "thread", "error", "record")
+    __slots__ = ("snapshot", "job", "record")
 
     def __init__(self, io: FileIO, directory: str, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self.error: Optional[BaseException] = None
         self.record: Optional[Tuple[int, int]] = None
-        self.thread = threading.Thread(
-            target=self._run, args=(io, directory), name=f"wal-snapshot-{snapshot.index}", daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, io: FileIO, directory: str) -> None:
-        try:
-            write_snapshot(io, directory, self.snapshot)
-        except BaseException as e:  # handed to the WAL's thread by _log_snapshot
-            self.error = e
+        self.job = _Background(f"wal-snapshot-{snapshot.index}", write_snapshot, io, directory, snapshot)
 
 
 def _runs(terms: Sequence[int], kinds: Sequence[int]) -> List[fmt.Run]:
