@@ -21,7 +21,7 @@ from raftfast.wal import FileIO, WalLog
 from raftfast.wal import format as fmt
 from raftfast.wal import wal as wal_module
 from raftfast.wal.faults import FaultyIO
-from raftfast.wal.segment import segment_name
+from raftfast.wal.segment import RECYCLED_NAME, Scan, segment_name
 from raftfast.wal.snapshots import parse_snapshot_name
 from wal_workload import apply, state, workload
 
@@ -621,7 +621,7 @@ def reopened(path, copy):
         assert [e.command for e in log.entries(first, log.last_index())] == [command(i) for i in range(first, log.last_index() + 1)]
         assert log.term_at(s.index) == 1
         result = (s.index, s.data, log.last_index())
-    assert not [n for n in os.listdir(copy) if n.endswith(".tmp")]
+    assert not [n for n in os.listdir(copy) if n.endswith(".tmp") and n != RECYCLED_NAME]
     return result
 
 
@@ -789,10 +789,12 @@ def test_compaction_deletes_the_covered_files_in_the_background_oldest_first(tmp
     wait_for(snapshot_threads_done)
     log.sync()  # the snapshot's record durable: compacts, without waiting for the deletions
     assert not io.gate.is_set()
-    # Halfway, what is left is the newest segments: a crash here recovers the log.
+    # Halfway, what is left is the newest segments: a crash here recovers the log. (The
+    # oldest was renamed to be recycled, the next deleted.)
     wait_for(lambda: io.deleted == 1)
     left = segments(tmp_path)
-    assert len(left) == len(before) - 1 and left == before[1:]
+    assert len(left) == len(before) - 2 and left == before[2:]
+    assert (tmp_path / RECYCLED_NAME).stat().st_size == SMALL
     assert reopened(tmp_path, tmp_path / "halfway") == (150, b"state 150", 200)
     io.gate.set()
     wait_for(deletions_done)
@@ -800,3 +802,116 @@ def test_compaction_deletes_the_covered_files_in_the_background_oldest_first(tmp
     log.append_commands(1, 0, [command(201)])
     log.close()
     assert reopened(tmp_path, tmp_path / "closed") == (150, b"state 150", 201)
+
+
+# ---------------------------------------------------------------- recycled segments
+
+
+def test_a_covered_full_size_segment_is_recycled_as_a_later_one(tmp_path):
+    """Compaction keeps one covered segment of the full size and the next spare is that file
+    (same inode), not a new zero-filled one; what it held before fails the new segment's
+    seeded checksums, so reopening reads exactly the records written since."""
+    log = WalLog.open(tmp_path, segment_bytes=SMALL)
+    for i in range(1, 201):
+        log.append_commands(1, 0, [command(i)])
+    log.sync()
+    first = segment_name(1)
+    inode = (tmp_path / first).stat().st_ino
+    log.apply_snapshot(snap(150))
+    wait_for(snapshot_threads_done)
+    log.sync()
+    wait_for(deletions_done)
+    assert not (tmp_path / first).exists()
+    assert (tmp_path / RECYCLED_NAME).stat().st_ino == inode
+    # The spare being made when compaction ran is zero-filled; the one after is the file.
+    def installed():
+        return [n for n in segments(tmp_path) if (tmp_path / n).stat().st_ino == inode]
+
+    i = 201
+    while not installed():
+        log.append_commands(1, 0, [command(i)])
+        log.sync()
+        i += 1
+        assert i < 400, "the recycled segment was never used"
+    recycled = tmp_path / installed()[0]
+    assert not (tmp_path / RECYCLED_NAME).exists()
+    log.append_commands(1, 0, [command(i)])  # one record into the recycled file: the rest is its old life
+    log.close()
+    scan = Scan(recycled.read_bytes())
+    types = [rtype for _, rtype, *_ in scan]
+    assert types[0] == fmt.HEADER and types[1:] == [fmt.APPEND] * (len(types) - 1) and len(types) >= 2
+    assert scan.failure is not None and scan.nonzero_end() > scan.end  # old records follow, rejected
+    assert reopened(tmp_path, tmp_path / "copy") == (150, b"state 150", i)
+
+
+def test_only_one_recycled_segment_waits_and_others_are_deleted(tmp_path):
+    log = WalLog.open(tmp_path, segment_bytes=SMALL)
+    for i in range(1, 201):
+        log.append_commands(1, 0, [command(i)])
+    log.sync()
+    before = segments(tmp_path)
+    log.apply_snapshot(snap(190))
+    wait_for(snapshot_threads_done)
+    log.sync()
+    wait_for(deletions_done)
+    left = segments(tmp_path)
+    assert len(before) - len(left) >= 3
+    spare = segment_name(int(left[-1][8:28]) + 1) + ".tmp"  # the spare being zero-filled
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".tmp")) == sorted([RECYCLED_NAME, spare])
+    log.close()
+
+
+def test_the_largest_covered_segment_waits_and_is_used_once_half_the_planned_size(tmp_path):
+    """Segments double from 1 MiB up to `segment_bytes`. The largest covered one is recycled
+    (a larger one replaces it); a spare takes it if it is at least half the planned size, and
+    the segment is then as large as the file. (FaultyIO: spares made whole, at once.)"""
+    mib = 1 << 20
+    log = WalLog.open(tmp_path, segment_bytes=16 * mib, io=FaultyIO())
+    inodes = {}
+    i = 0
+
+    def write_until(seq):
+        nonlocal i
+        while segment_name(seq) not in segments(tmp_path):
+            i += 1
+            log.append_commands(1, 0, [bytes(64 << 10)])
+            log.sync()
+        inodes.clear()  # inode numbers of deleted files are reused: only the live ones
+        inodes.update({(tmp_path / n).stat().st_ino: n for n in segments(tmp_path)})
+
+    def compact_below(seq):
+        log.apply_snapshot(snap(i))
+        wait_for(snapshot_threads_done)
+        log.append_commands(1, 0, [b"x"])
+        log.sync()
+        wait_for(deletions_done)
+        assert segments(tmp_path)[0] == segment_name(seq)
+
+    write_until(3)  # 1 (1 MiB), 2 (2 MiB), 3 (4 MiB)
+    compact_below(3)
+    recycled = (tmp_path / RECYCLED_NAME).stat()
+    assert inodes[recycled.st_ino] == segment_name(2) and recycled.st_size == 2 * mib
+    write_until(6)  # 4 (8 MiB), 5 and 6 (16 MiB): 2 MiB is too small for their spares
+    assert (tmp_path / RECYCLED_NAME).stat().st_ino == recycled.st_ino
+    compact_below(6)  # covers 3, 4 and 5: 5 replaces the smaller file
+    recycled = (tmp_path / RECYCLED_NAME).stat()
+    assert inodes[recycled.st_ino] == segment_name(5) and recycled.st_size == 16 * mib
+    write_until(8)  # 7's spare was made before; 8's is the file
+    assert (tmp_path / segment_name(8)).stat().st_ino == recycled.st_ino
+    assert not (tmp_path / RECYCLED_NAME).exists()
+    expected = log.last_index()
+    log.close()
+    with WalLog.open(tmp_path, segment_bytes=16 * mib) as log:
+        assert log.last_index() == expected
+
+
+def test_recovery_deletes_a_waiting_recycled_segment(tmp_path):
+    log = WalLog.open(tmp_path, segment_bytes=SMALL)
+    for i in range(1, 201):
+        log.append_commands(1, 0, [command(i)])
+    log.apply_snapshot(snap(150))
+    log.close()
+    assert (tmp_path / RECYCLED_NAME).exists()
+    with WalLog.open(tmp_path, segment_bytes=SMALL) as log:
+        assert not (tmp_path / RECYCLED_NAME).exists()
+        assert log.snapshot_index() == 150 and log.last_index() == 200

@@ -13,6 +13,7 @@ import random
 import shutil
 import struct
 
+import crc32c
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -222,7 +223,7 @@ def test_a_torn_last_record_at_every_byte_offset(tmp_path):
         pytest.param(lambda rng: bytes(20), id="zero-filled"),
     ],
 )
-def test_a_damaged_tail_is_discarded_and_zeroed(tmp_path, tail):
+def test_a_damaged_tail_is_discarded(tmp_path, tail):
     log = open_log(tmp_path)
     log.append(entries(1, 20))
     log.sync()
@@ -233,8 +234,11 @@ def test_a_damaged_tail_is_discarded_and_zeroed(tmp_path, tail):
     damage(tmp_path, name, end, tail(random.Random(3)))
     with open_log(tmp_path) as log:
         assert state(log) == expected
-    assert not (tmp_path / name).read_bytes()[end:].strip(b"\0"), "the torn tail was not zeroed"
-    with open_log(tmp_path) as log:  # and recovering again changes nothing
+    with open_log(tmp_path) as log:  # recovering again changes nothing
+        assert state(log) == expected
+        log.append(entries(21, 3))  # and new records go where the damage was
+        expected = state(log)
+    with open_log(tmp_path) as log:
         assert state(log) == expected
 
 
@@ -325,8 +329,9 @@ def test_a_shortened_sealed_segment_refuses_to_open(tmp_path):
     names = build_segments(tmp_path)
     start, end = records(tmp_path, names[1])[-1]
     damage(tmp_path, names[1], start, bytes(end - start))
-    with pytest.raises(StorageError, match="previous segment should end"):
+    with pytest.raises(StorageError, match=f"offset {start}: the records stop at zeros, in a sealed segment whose records run to {end}") as error:
         open_log(tmp_path)
+    assert error.value.context.endswith(names[1])
 
 
 def test_a_gap_left_by_an_interrupted_compaction_is_finished(tmp_path):
@@ -525,7 +530,7 @@ def test_a_checksummed_record_with_insane_contents_refuses_to_open(tmp_path, pay
         log.append(entries(1, 5))
     name = segment_name(1)
     end = records(tmp_path, name)[-1][1]
-    damage(tmp_path, name, end, fmt.frame(fmt.APPEND, end, payload))
+    damage(tmp_path, name, end, fmt.frame(fmt.APPEND, end, payload, fmt.segment_seed(1)))
     with pytest.raises(StorageError) as error:
         open_log(tmp_path)
     assert error.value.context.endswith(name) and error.value.detail.startswith(f"offset {end}:")
@@ -537,4 +542,108 @@ def test_a_snapshot_file_with_insane_lengths_refuses_to_open(tmp_path):
         log.apply_snapshot(Snapshot(3, 1, Membership.of([1]), b"data"))
     damage(tmp_path, snapshot_name(3), 12 + 16 + 4, struct.pack("<Q", 1 << 60))
     with pytest.raises(StorageError, match="bytes follow"):
+        open_log(tmp_path)
+
+
+# ---------------------------------------------------------------- recycled files and format versions
+
+
+def test_records_written_before_a_torn_one_are_zeroed_and_never_come_back(tmp_path):
+    """A torn record B followed by a valid record C of the same segment (both unsynced: the
+    disk wrote C's page but not all of B's). Recovery ends the log before B; C must go too,
+    or a new record exactly as long as B would bring C back as if it followed it."""
+    log = open_log(tmp_path, segment_bytes=1 << 16)
+    log.append(entries(1, 5))
+    log.sync()
+    before = state(log)
+    log.append(entries(6, 3))  # B
+    log.append(entries(9, 2))  # C, written with B before any sync: it vouches for nothing
+    log.sync()
+    log.close()
+    name = segment_name(1)
+    (b_start, b_end), (c_start, c_end) = records(tmp_path, name)[-2:]
+    flip(tmp_path, name, b_end - 1)
+    rec = load(str(tmp_path), FaultyIO())
+    assert rec.torn == (b_start, c_end)
+    with open_log(tmp_path, segment_bytes=1 << 16) as log:
+        assert state(log) == before
+        log.append(entries(6, 3, term=2))  # as long as B: ends where C began
+        log.sync()
+        expected = state(log)
+    assert records(tmp_path, name)[-1] == (b_start, b_end)
+    with open_log(tmp_path, segment_bytes=1 << 16) as log:
+        assert state(log) == expected and log.last_index() == 8
+
+
+def test_a_sealed_segment_may_end_in_what_its_file_held_before(tmp_path):
+    """A recycled file keeps its earlier life after the records: a sealed segment is read up to
+    where the next segment's header says its records end, whatever follows."""
+    names = build_segments(tmp_path)
+    with open_log(tmp_path) as log:
+        expected = state(log)
+    end = records(tmp_path, names[1])[-1][1]
+    size = (tmp_path / names[1]).stat().st_size
+    stale = (tmp_path / names[3]).read_bytes()  # real records, of another segment's seed
+    damage(tmp_path, names[1], end, stale[: size - end])
+    with open_log(tmp_path) as log:
+        assert state(log) == expected
+
+
+def test_a_record_of_another_segment_is_not_read_as_this_ones(tmp_path):
+    """The checksums are seeded with the segment number: a record copied from another
+    segment, where this segment's records end, is not taken for one of its own."""
+    names = build_segments(tmp_path)
+    with open_log(tmp_path) as log:
+        expected = state(log)
+        last = log.last_index()
+    last_name = names[-1]
+    end = records(tmp_path, last_name)[-1][1]
+    # a record of segment 1 that would continue the log if its checksum were not seeded
+    frame = fmt.frame(fmt.APPEND, 0, struct.pack("<QII", last + 1, 1, 1) + struct.pack("<QBI", 1, 0, 1)
+                      + struct.pack("<I", 1) + b"x", fmt.segment_seed(1))
+    damage(tmp_path, last_name, end, frame)
+    with open_log(tmp_path) as log:
+        assert state(log) == expected
+
+
+def write_version_1(path, monkeypatch, n=40):
+    """A log written the way version 1 wrote it: checksums not seeded."""
+    with monkeypatch.context() as m:
+        m.setattr(fmt, "VERSION", 1)
+        m.setattr(fmt, "segment_seed", lambda seq, version=1: 0)
+        log = open_log(path)
+        for i in range(n):
+            log.append(entries(1 + 5 * i, 5, size=60))
+        log.close()
+
+
+def test_a_version_1_log_is_read_and_written_on(tmp_path, monkeypatch):
+    write_version_1(tmp_path, monkeypatch)
+    names = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".wal")
+    assert all(Scan((tmp_path / n).read_bytes()).seed == 0 for n in names)
+    with open_log(tmp_path) as log:
+        assert log.last_index() == 200
+        log.append(entries(201, 2, size=60))  # into the version 1 segment, as version 1
+        log.sync()
+    assert Scan((tmp_path / names[-1]).read_bytes()).seed == 0
+    assert records(tmp_path, names[-1])[-1][1] > records(tmp_path, names[-1])[0][1]
+    with open_log(tmp_path) as log:
+        assert log.last_index() == 202
+        for i in range(20):  # on into new segments, of version 2
+            log.append(entries(203 + 5 * i, 5, size=60))
+        expected = state(log)
+    newest = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".wal")[-1]
+    assert Scan((tmp_path / newest).read_bytes()).seed == fmt.segment_seed(int(newest[8:28])) != 0
+    with open_log(tmp_path) as log:
+        assert state(log) == expected
+
+
+def test_an_unknown_segment_version_refuses_to_open(tmp_path):
+    with open_log(tmp_path) as log:
+        log.append(entries(1, 5))
+    name = segment_name(1)
+    data = bytearray((tmp_path / name).read_bytes())
+    body = bytes(data[8 : fmt.FRAME_SIZE]) + struct.pack("<H", 3) + bytes(data[fmt.FRAME_SIZE + 2 : records(tmp_path, name)[0][1]])
+    damage(tmp_path, name, 0, fmt.PREFIX.pack(fmt.MAGIC, crc32c.crc32c(body, fmt.segment_seed(1, 3))) + body)
+    with pytest.raises(StorageError, match="version 3"):
         open_log(tmp_path)

@@ -1,7 +1,9 @@
 """Record encoding: how one WAL record is laid out in a segment file. All integers little-endian.
 
     frame   = magic:4 | crc:u32 | size:u32 | synced:u64 | type:u8 | payload:size
-    crc     = CRC32C over size, synced, type and payload (everything after the crc field)
+    crc     = CRC32C over seq:u64 (the segment's number), size, synced, type and payload
+              (version 1: without seq); seeded so, the records of a recycled segment file's
+              earlier life never pass for its own
     synced  = the segment offset that was durable (fdatasync'd) when this record was written;
               recovery uses it to tell a torn tail from corruption of synced data
 
@@ -33,7 +35,10 @@ import crc32c
 from ..types import HardState
 
 MAGIC = b"\x8eRFW"
-VERSION = 1
+VERSION = 2
+"""The version new segments are written in. Version 1 segments (checksums not seeded with the
+segment number) are still read, and written to while one is the active segment."""
+VERSIONS = (1, 2)
 
 PREFIX = struct.Struct("<4sI")  # magic, crc
 REGION = struct.Struct("<IQB")  # size, synced, type: the start of the crc'd region
@@ -50,10 +55,13 @@ MAX_PAYLOAD = MAX_ENTRY_BYTES + (1 << 20)
 batch; larger appends are split over several records."""
 
 _HEADER = struct.Struct("<HQQQQQQQBQ")
+_VERSION = struct.Struct("<H")
 _HARD_STATE = struct.Struct("<QBQ")
 _APPEND = struct.Struct("<QII")
 _RUN = struct.Struct("<QBI")
 _INDEX = struct.Struct("<Q")
+_SEQ = _INDEX
+_HEADER_SEQ_AT = FRAME_SIZE + 2  # a header's seq, after its version
 _SNAPSHOT = struct.Struct("<QQB")
 
 APPEND_OVERHEAD = _APPEND.size
@@ -94,10 +102,28 @@ def prefix(crc: int) -> bytes:
     return PREFIX.pack(MAGIC, crc)
 
 
-def frame(rtype: int, synced: int, payload: bytes) -> bytes:
-    """A whole frame, for the small records where an extra copy does not matter."""
+def segment_seed(seq: int, version: int = VERSION) -> int:
+    """What the checksums of segment `seq`'s records start from: the CRC32C of its number
+    (version 2), so a record is valid in its own segment only; 0 in version 1."""
+    return crc32c.crc32c(_SEQ.pack(seq)) if version >= 2 else 0
+
+
+def seed_of(data: bytes) -> int:
+    """The checksum seed of the segment image `data`, from its header's version and seq. Those
+    fields are read unchecked: a wrong seed fails the header's own checksum, which the caller
+    checks next."""
+    if len(data) >= _HEADER_SEQ_AT + _SEQ.size and data[:4] == MAGIC and data[FRAME_SIZE - 1] == HEADER:
+        (version,) = _VERSION.unpack_from(data, FRAME_SIZE)
+        (seq,) = _SEQ.unpack_from(data, _HEADER_SEQ_AT)
+        return segment_seed(seq, version)
+    return 0
+
+
+def frame(rtype: int, synced: int, payload: bytes, seed: int) -> bytes:
+    """A whole frame, for the small records where an extra copy does not matter; `seed` is its
+    segment's (`segment_seed`)."""
     body = region(rtype, synced, [payload], len(payload))
-    return prefix(crc32c.crc32c(body)) + body
+    return prefix(crc32c.crc32c(body, seed)) + body
 
 
 def _pack_vote(hs: HardState) -> Tuple[int, int]:
@@ -156,8 +182,8 @@ def decode_header(data: bytes, start: int, end: int) -> Header:
     version, seq, prev_end, high_water, last_index, snap_index, snap_term, term, has_vote, vote = _exact(
         _HEADER, data, start, end
     )
-    if version != VERSION:
-        raise FormatError(f"segment format version {version}, this build reads {VERSION}")
+    if version not in VERSIONS:
+        raise FormatError(f"segment format version {version}, this build reads {', '.join(map(str, VERSIONS))}")
     if snap_index > last_index:
         raise FormatError(f"snapshot index {snap_index} above last index {last_index}")
     return Header(seq, prev_end, high_water, last_index, snap_index, snap_term, _unpack_hard_state(term, has_vote, vote))

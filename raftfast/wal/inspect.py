@@ -97,9 +97,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         lines = [f"    @{offset:<10} {fmt.TYPE_NAMES.get(rtype, rtype)!s:<10} {describe(data, rtype, start, end)}" for offset, rtype, _, start, end in scan]
         if scan.failure is not None:
             offset, reason = scan.failure
-            ending = f"records end at {scan.end}: {reason} (torn tail, or damage: see below)"
+            ending = f"records end at {scan.end}: {reason} (a torn tail, what a recycled file held before, or damage: see below)"
         elif scan.nonzero_end() > scan.end:
-            ending = f"records end at {scan.end}, followed by non-zero bytes up to {scan.nonzero_end()} (torn tail, or damage: see below)"
+            ending = f"records end at {scan.end}, followed by non-zero bytes up to {scan.nonzero_end()} (a torn tail, or damage: see below)"
         else:
             ending = f"records end at {scan.end}, zeros after (checksums ok)"
         print(f"  {name}  {len(data)} bytes, {len(lines)} records; {ending}")
@@ -122,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"({len(log)}), term {hs.term} vote {hs.voted_for}")
     if rec.torn is not None:
         start, end = rec.torn
-        print(f"  opening discards a torn tail: bytes {start}..{end} of {rec.segments[-1].name} (never synced)")
+        print(f"  opening zeroes bytes {start}..{end} of {rec.segments[-1].name}: records written before a torn write, never synced")
     if rec.pending_snapshot is not None:
         print(f"  opening finishes installing snapshot {rec.pending_snapshot[0]} (its file is durable, its record is not)")
     if rec.obsolete:

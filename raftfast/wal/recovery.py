@@ -32,6 +32,8 @@ class SegmentInfo:
     high_water: int
     """The highest entry index written in any earlier segment: this segment and all later
     ones are enough once the snapshot reaches it."""
+    size: int
+    """The file's size: a covered segment of the full size is recycled as a later one."""
 
 
 @dataclass
@@ -49,8 +51,11 @@ class Recovered:
     """The highest entry index ever written to the live segments."""
     obsolete: List[str] = field(default_factory=list)
     """Files to delete: temp files, older snapshots, segments left by an interrupted compaction."""
+    seed: int = 0
+    """The checksum seed of the last segment's records (`format.segment_seed`)."""
     torn: Optional[Tuple[int, int]] = None
-    """Bytes [start, end) of the last segment holding a torn write, to be zeroed."""
+    """Bytes [start, end) of the last segment, past the end of its records, that hold valid
+    records written before a torn write: to be zeroed, so they are never read back."""
     pending_snapshot: Optional[Tuple[int, int, bool]] = None
     """(index, term, kept) of a snapshot whose file is durable but whose log record is not."""
     logged_last: int = 0
@@ -200,6 +205,10 @@ def load(directory: str, io: FileIO) -> Recovered:
     replay: Optional[_Replay] = None
     infos: List[SegmentInfo] = []
     prev_end = 0
+    # Where the records of the sealed segment before stop, and why there: what follows the
+    # last record of a recycled file is its earlier life, so a sealed segment may end in
+    # anything, provided the next segment's header says its records end there.
+    sealed: Optional[Tuple[str, Tuple[int, str]]] = None
     scan = Scan(b"")
     for position, (seq, name) in enumerate(segments):
         path = os.path.join(directory, name)
@@ -223,9 +232,12 @@ def load(directory: str, io: FileIO) -> Recovered:
                 first_high_water = header.high_water if seq != 1 else 0
             else:
                 if header.prev_end != prev_end:
+                    if sealed is not None:
+                        sealed_path, (at, reason) = sealed
+                        raise StorageError(sealed_path, f"offset {at}: {reason}, in a sealed segment whose records run to {header.prev_end}")
                     raise StorageError(path, f"offset 0: the previous segment should end at {header.prev_end}, it ends at {prev_end}")
                 replay.next_header(header)
-            infos.append(SegmentInfo(seq, name, header.high_water))
+            infos.append(SegmentInfo(seq, name, header.high_water, len(data)))
             for offset, rtype, _, start_at, end_at in records:
                 if rtype == fmt.APPEND:
                     replay.append(*fmt.decode_append(data, start_at, end_at))
@@ -241,16 +253,14 @@ def load(directory: str, io: FileIO) -> Recovered:
             raise StorageError(path, f"offset {offset}: {e}") from None
         torn = None
         failure = scan.failure
-        if failure is None and last_segment and scan.nonzero_end() > scan.end:
-            failure = (scan.end, "non-zero bytes after the end of the records")
-        if failure is not None:
-            at, reason = failure
-            if not last_segment:
-                raise StorageError(path, f"offset {at}: {reason}, in a sealed segment")
-            witness = scan.synced_record_after(at)
+        if last_segment:
+            witness, furthest = scan.records_after(scan.end)
             if witness is not None:
+                at, reason = failure or (scan.end, "the records stop at zeros")
                 raise StorageError(path, f"offset {at}: {reason}; the record at {witness} was written after this offset was synced")
-            torn = (at, scan.nonzero_end())
+            if furthest > scan.end:
+                torn = (scan.end, furthest)
+        sealed = (path, failure or (scan.end, "the records stop at zeros")) if not last_segment else None
         prev_end = scan.end
 
     assert replay is not None
@@ -263,6 +273,7 @@ def load(directory: str, io: FileIO) -> Recovered:
         infos,
         end=scan.end,
         size=len(scan.data),
+        seed=scan.seed,
         high_water=replay.high_water,
         obsolete=obsolete,
         torn=torn,

@@ -16,11 +16,13 @@ from typing import Iterator, Optional, Tuple
 import crc32c
 
 from .fileio import FileIO
-from .format import FRAME, FRAME_SIZE, MAGIC, MAX_PAYLOAD
+from .format import FRAME, FRAME_SIZE, MAGIC, MAX_PAYLOAD, seed_of
 
 PREFIX = "segment-"
 SUFFIX = ".wal"
 TMP_SUFFIX = ".tmp"
+RECYCLED_NAME = "recycled" + SUFFIX + TMP_SUFFIX
+"""A covered segment kept to be the next spare; a temp file, so recovery deletes it."""
 
 _ZEROS = bytes(1 << 20)
 _ZERO_SYNC_BYTES = 1 << 20
@@ -78,6 +80,15 @@ def prepare_segment(io: FileIO, directory: str, seq: int, size: int, stop: Optio
     return prepared
 
 
+def reuse_segment(io: FileIO, directory: str, seq: int, size: int) -> int:
+    """Make the recycled segment (RECYCLED_NAME, `size` bytes) the temp file of segment `seq`;
+    return its size. Its blocks exist, so writing into them commits no metadata, as with
+    zeros; what it held fails the checksums of segment `seq`'s records, which are seeded with
+    `seq` (`format.segment_seed`)."""
+    io.rename(os.path.join(directory, RECYCLED_NAME), os.path.join(directory, segment_name(seq) + TMP_SUFFIX))
+    return size
+
+
 def install_segment(io: FileIO, directory: str, seq: int, preamble: bytes) -> None:
     """Write `preamble` into the prepared temp file of segment `seq`, fsync it, rename it into
     place and fsync the directory. A crash at any step leaves either no segment `seq` (and maybe
@@ -96,15 +107,18 @@ def install_segment(io: FileIO, directory: str, seq: int, preamble: bytes) -> No
 class Scan:
     """Walks the records of one segment image, stopping at the first bytes that are not one.
 
-    Iterating yields (offset, type, synced, payload start, payload end) for each record whose
-    length fits the file and whose checksum matches. Afterwards `end` is the offset just past
-    the last of them, and `failure` is (offset, reason) for bytes there that are not a record,
-    or None where the records stop at a zero header or at the end of the file. Whether only
-    zeros follow is a separate question (`nonzero_end`), asked only of the last segment.
+    Record checksums are checked with the segment's seed, read from its header (`seed_of`), so
+    what a recycled file held in its earlier life is never taken for a record. Iterating yields
+    (offset, type, synced, payload start, payload end) for each record whose length fits the file
+    and whose checksum matches. Afterwards `end` is the offset just past the last of them, and
+    `failure` is (offset, reason) for bytes there that are not a record, or None where the
+    records stop at a zero header or at the end of the file. What lies beyond is a separate
+    question (`records_after`), asked only of the last segment.
     """
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+        self.seed = seed_of(data)
         self.end = 0
         self.failure: Optional[Tuple[int, str]] = None
         self._nonzero_end: Optional[int] = None
@@ -115,6 +129,7 @@ class Scan:
         limit = len(data)
         unpack = FRAME.unpack_from
         crc = crc32c.crc32c
+        seed = self.seed
         pos = 0
         while pos + FRAME_SIZE <= limit:
             magic, check, size, synced, rtype = unpack(data, pos)
@@ -126,7 +141,7 @@ class Scan:
             if size > MAX_PAYLOAD or end > limit:
                 self.failure = (pos, f"record length {size} runs past the end of the file or the maximum")
                 break
-            if crc(view[pos + 8 : end]) != check:
+            if crc(view[pos + 8 : end], seed) != check:
                 self.failure = (pos, "checksum mismatch")
                 break
             yield pos, rtype, synced, pos + FRAME_SIZE, end
@@ -151,19 +166,32 @@ class Scan:
             self._nonzero_end = end
         return self._nonzero_end
 
-    def synced_record_after(self, offset: int) -> Optional[int]:
-        """The offset of a valid record after `offset` that was written once `offset` was
-        already durable, or None. Such a record proves the bytes at `offset` were synced, so a
-        failure there is corruption; without one, it is a torn write of unsynced data."""
+    def records_after(self, offset: int) -> Tuple[Optional[int], int]:
+        """Valid records of this segment that lie beyond `offset`, where the walk stopped:
+        (the offset of one that was written once `offset` was already durable, or None; the end
+        of the furthest one, or `offset` if there is none).
+
+        The first proves the bytes at `offset` were synced, so a failure there is corruption.
+        Without one it is a torn write of unsynced data; the valid records beyond it were
+        written before the tear and never synced either, and must never be read back (new
+        records ending just before one would bring it back), so recovery zeroes up to the
+        second. Leftovers of a recycled file fail the seeded checksum and need no zeroing."""
         data = self.data
         view = memoryview(data)
         limit = self.nonzero_end()
+        crc = crc32c.crc32c
+        seed = self.seed
+        furthest = offset
         at = data.find(MAGIC, offset + 1, limit)
         while at != -1:
-            if at + FRAME_SIZE <= len(data):
+            if at + FRAME_SIZE <= limit:
                 _, check, size, synced, _ = FRAME.unpack_from(data, at)
                 end = at + FRAME_SIZE + size
-                if synced > offset and size <= MAX_PAYLOAD and end <= len(data) and crc32c.crc32c(view[at + 8 : end]) == check:
-                    return at
+                if size <= MAX_PAYLOAD and end <= len(data) and crc(view[at + 8 : end], seed) == check:
+                    if synced > offset:
+                        return at, end
+                    furthest = end
+                    at = data.find(MAGIC, end, limit)  # a MAGIC inside it is its payload
+                    continue
             at = data.find(MAGIC, at + 1, limit)
-        return None
+        return None, furthest

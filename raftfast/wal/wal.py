@@ -25,7 +25,7 @@ from ..types import HardState, LogEntry, Snapshot
 from . import format as fmt
 from .fileio import FileIO
 from .recovery import SegmentInfo, load
-from .segment import TMP_SUFFIX, install_segment, prepare_segment, segment_name, write_zeros
+from .segment import RECYCLED_NAME, TMP_SUFFIX, install_segment, prepare_segment, reuse_segment, segment_name, write_zeros
 from .snapshots import parse_snapshot_name, write_snapshot
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
@@ -55,7 +55,7 @@ class WalLog:
         *_READS,
         "_dir", "_io", "_lock_fd", "_segment_bytes", "_entries", "_hard", "_snapshot", "_segments",
         "_high_water", "_logged_last", "_logged_snap", "_seq", "_fd", "_size", "_planned", "_pos", "_synced", "_buf", "_failure",
-        "_sync_lock", "_spare", "_snap_write", "_deleter",
+        "_sync_lock", "_spare", "_snap_write", "_deleter", "_seed", "_recycled",
     )
 
     # The reads are the entry log's own bound methods: no wrapper call on the hot path.
@@ -105,6 +105,7 @@ class WalLog:
         self._spare: Optional[_Spare] = None
         self._snap_write: Optional[_SnapshotWrite] = None
         self._deleter: Optional[_Background] = None
+        self._recycled = 0  # the size of the covered segment waiting under RECYCLED_NAME (0: none)
         rec = load(directory, io)
         self._entries = rec.entries
         self._hard = rec.hard_state
@@ -120,7 +121,8 @@ class WalLog:
                 size = min(segment_bytes, FIRST_SEGMENT_BYTES)
                 prepare_segment(io, directory, 1, size)
                 install_segment(io, directory, 1, preamble)
-                rec.segments, rec.end, rec.size = [SegmentInfo(1, segment_name(1), 0)], len(preamble), size
+                rec.segments, rec.end, rec.size = [SegmentInfo(1, segment_name(1), 0, size)], len(preamble), size
+                rec.seed = fmt.segment_seed(1)
             active = rec.segments[-1]
             self._fd = io.open_rw(os.path.join(directory, active.name))
         except OSError as e:
@@ -129,6 +131,7 @@ class WalLog:
         self._seq = active.seq
         self._size = self._planned = rec.size
         self._pos = self._synced = rec.end
+        self._seed = rec.seed  # a version 1 segment, while it is the active one, is written as such
         for name in _READS:
             setattr(self, name, getattr(self._entries, name))
         try:
@@ -399,7 +402,7 @@ class WalLog:
             self._rotate(fmt.FRAME_SIZE + size)
         body = fmt.region(rtype, self._synced, parts, size)
         buf = self._buf
-        buf += fmt.prefix(crc32c.crc32c(body))
+        buf += fmt.prefix(crc32c.crc32c(body, self._seed))
         buf += body
         if len(buf) >= _FLUSH_BYTES:
             self._flush()
@@ -455,7 +458,9 @@ class WalLog:
             # 80k writes/s). A log that never outgrows its first segment waits until it is
             # half full, so a small log never pays for a spare.
             if self._spare is None and (self._seq > 1 or 2 * self._pos > self._size):
-                self._spare = _Spare(self._io, self._dir, self._seq + 1, self._next_size())
+                size = self._next_size()
+                recycled = self._take_recycled(size)
+                self._spare = _Spare(self._io, self._dir, self._seq + 1, recycled or size, recycled > 0)
 
     def _sync_segment(self) -> None:
         self._flush()
@@ -467,7 +472,7 @@ class WalLog:
     def _preamble(self, seq: int, prev_end: int) -> bytes:
         snap_index, snap_term = self._logged_snap
         header = fmt.Header(seq, prev_end, self._high_water, self._logged_last, snap_index, snap_term, self._hard)
-        return fmt.frame(fmt.HEADER, 0, fmt.header_payload(header))
+        return fmt.frame(fmt.HEADER, 0, fmt.header_payload(header), fmt.segment_seed(seq))
 
     def _next_size(self) -> int:
         # Doubled from the size the active segment was meant to have, not the size it got: a
@@ -498,24 +503,33 @@ class WalLog:
         fd = self._io.open_rw(os.path.join(self._dir, segment_name(seq)))
         with self._sync_lock:  # no sync_flushed sees half of the switch, or fsyncs a closed fd
             old, self._fd = self._fd, fd
-            self._seq, self._size, self._planned = seq, size, planned
+            self._seq, self._size, self._planned, self._seed = seq, size, planned, fmt.segment_seed(seq)
             self._pos = self._synced = len(preamble)
-            self._segments.append(SegmentInfo(seq, segment_name(seq), self._high_water))
+            self._segments.append(SegmentInfo(seq, segment_name(seq), self._high_water, size))
             self._io.close(old)
 
     def _compact(self) -> None:
         """Delete the segments every entry of which the snapshot covers, oldest first, and the
         older snapshot files. Needs the snapshot's record to be durable already.
 
-        On a file layer with threads a background thread deletes them: unlinking a 64 MiB
-        segment drops its page cache and frees its blocks, 70-130 ms of the event loop's turn
-        under load. Nothing reads them any more, and a crash that leaves some is repaired by
-        recovery, as after a compaction cut short. One deleter at a time, so that the files
-        still go oldest first and the segments left are always the newest ones."""
+        The largest covered segment is kept, renamed to RECYCLED_NAME, to be a later spare
+        (`_take_recycled`), unless a larger one already waits: reusing it spares the disk the
+        spare's zeros (64 MiB once segments are full size), whose writeback delayed every
+        node's fdatasyncs on a shared disk (a 4 KB fdatasync waited up to 146 ms behind them),
+        and the deletion. On a file layer
+        with threads a background thread does all this: unlinking a 64 MiB segment drops its
+        page cache and frees its blocks, 70-130 ms of the event loop's turn under load.
+        Nothing reads them any more, and a crash that leaves some is repaired by recovery, as
+        after a compaction cut short. One deleter at a time, so that the files still go
+        oldest first and the segments left are always the newest ones."""
         self._join_deleter()
         covered = self._snapshot.index
         segments = self._segments
         keep = max((i for i, s in enumerate(segments) if s.high_water <= covered), default=0)
+        recycle = None
+        largest = max(segments[:keep], key=lambda s: s.size, default=None)
+        if largest is not None and largest.size > self._recycled:
+            recycle, self._recycled = largest.name, largest.size
         names = [s.name for s in segments[:keep]]
         del segments[:keep]
         for name in self._io.listdir(self._dir):
@@ -523,16 +537,44 @@ class WalLog:
             if index is not None and index < covered:
                 names.append(name)
         if self._io.threads:
-            self._deleter = _Background("wal-delete", _unlink_all, self._unlink, names)
+            self._deleter = _Background("wal-delete", self._retire, names, recycle)
         else:
-            for name in names:
+            self._retire(names, recycle)
+
+    def _retire(self, names: List[str], recycle: Optional[str]) -> None:
+        """Delete `names`, oldest first, but rename `recycle` to RECYCLED_NAME (replacing a
+        smaller one waiting there). The rename is made durable before the file can be reused:
+        a crash must not bring back the old name on a file that holds a newer segment's header."""
+        for name in names:
+            if name == recycle:
+                self._io.rename(os.path.join(self._dir, name), os.path.join(self._dir, RECYCLED_NAME))
+                self._io.fsync_dir(self._dir)
+            else:
                 self._unlink(name)
+
+    def _take_recycled(self, size: int) -> int:
+        """The size of the recycled segment, taken to be the spare planned at `size` bytes, or 0
+        to zero-fill one. It is taken if at least half that size: a shorter segment only means
+        an earlier rotation, as after a late spare. Never waits for the deleter: a spare it
+        would delay is zero-filled instead."""
+        deleter = self._deleter
+        if deleter is not None and deleter.done():
+            self._join_deleter()
+        recycled = self._recycled
+        if 2 * recycled >= size and self._deleter is None:
+            self._recycled = 0
+            return recycled
+        return 0
 
     def _join_deleter(self) -> None:
         """Wait for the files of the last compaction to be deleted; raise what deleting them raised."""
         deleter, self._deleter = self._deleter, None
         if deleter is not None:
-            deleter.result()
+            try:
+                deleter.result()
+            except BaseException:
+                self._recycled = 0  # whether its rename happened is unknown
+                raise
 
     def _advance_snapshot(self) -> None:
         """Move the background snapshot write on, in the owner's thread, without waiting: once
@@ -653,25 +695,25 @@ class _Background:
         return self._value
 
 
-def _unlink_all(unlink: Callable[[str], None], names: List[str]) -> None:
-    for name in names:
-        unlink(name)
 
 
 class _Spare:
-    """The next segment's temp file, zero-filled ahead of need (`_flush` says when): on a
-    background thread when the file layer allows it, so rotation only writes a header (the
-    zero-fill is ~0.1 s of CPU and more of disk per 64 MiB, nearly all of it in system calls,
-    which release the GIL); otherwise at once, on the caller's thread."""
+    """The next segment's temp file, made ahead of need (`_flush` says when): a recycled
+    segment renamed (`recycled`), or zero-filled. On a background thread when the file layer
+    allows it, so rotation only writes a header (the zero-fill is ~0.1 s of CPU and more of
+    disk per 64 MiB, nearly all of it in system calls, which release the GIL); otherwise at
+    once, on the caller's thread."""
 
-    def __init__(self, io: FileIO, directory: str, seq: int, size: int) -> None:
+    def __init__(self, io: FileIO, directory: str, seq: int, size: int, recycled: bool = False) -> None:
         self.seq, self.size = seq, size
         self._stop = threading.Event()
         self._job: Optional[_Background] = None
+        make: Callable[..., object] = reuse_segment if recycled else prepare_segment
+        args = (io, directory, seq, size) if recycled else (io, directory, seq, size, self._stop)
         if io.threads:
-            self._job = _Background(f"wal-prepare-{seq}", prepare_segment, io, directory, seq, size, self._stop)
+            self._job = _Background(f"wal-prepare-{seq}", make, *args)
         else:
-            prepare_segment(io, directory, seq, size)
+            make(*args[:4])
 
     def stop(self) -> int:
         """Have the thread end at its next piece boundary (a few ms), and return how many bytes
