@@ -915,3 +915,56 @@ def test_recovery_deletes_a_waiting_recycled_segment(tmp_path):
     with WalLog.open(tmp_path, segment_bytes=SMALL) as log:
         assert not (tmp_path / RECYCLED_NAME).exists()
         assert log.snapshot_index() == 150 and log.last_index() == 200
+
+
+class CountingIO(FileIO):
+    """Real files; records each snapshot temp file's writes and syncs, in order."""
+
+    def __init__(self):
+        self.fds = {}
+        self.calls = []
+
+    def create(self, path):
+        fd = super().create(path)
+        if path.endswith(".snap.tmp"):
+            self.fds[fd] = path
+        return fd
+
+    def pwrite(self, fd, data, offset):
+        if fd in self.fds:
+            self.calls.append(("pwrite", offset, len(data)))
+        super().pwrite(fd, data, offset)
+
+    def fdatasync(self, fd):
+        if fd in self.fds:
+            self.calls.append(("fdatasync",))
+        super().fdatasync(fd)
+
+    def fsync(self, fd):
+        if fd in self.fds:
+            self.calls.append(("fsync",))
+        super().fsync(fd)
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_large_snapshot_file_is_written_in_synced_pieces(tmp_path, background):
+    """1 MiB at a time, each synced before the next, so the disk never holds megabytes of it in
+    front of the log's fdatasyncs (nor anyone else's on a shared disk)."""
+    io = CountingIO()
+    log = WalLog.open(tmp_path, segment_bytes=SMALL, io=io)
+    for i in range(1, 11):
+        log.append_commands(1, 0, [command(i)])
+    log.sync()
+    data = bytes(range(256)) * (10 << 10)  # 2.5 MiB
+    if background:
+        log.apply_snapshot(snap(8, data))
+        wait_for(snapshot_threads_done)
+    else:
+        log.apply_snapshot(Snapshot(8, 2, Membership.of([1, 2, 3]), data))  # a leader's: synchronous
+        assert snapshot_files(tmp_path) == ["snapshot-00000000000000000008.snap"]
+    log.close()
+    pieces = [c for c in io.calls if c[0] == "pwrite"][1:]  # after the header
+    assert [n for _, _, n in pieces] == [1 << 20, 1 << 20, len(data) - (2 << 20)]
+    assert [c[0] for c in io.calls[1:]] == ["pwrite", "fdatasync", "pwrite", "fdatasync", "pwrite", "fsync"]
+    with WalLog.open(tmp_path, segment_bytes=SMALL) as log:
+        assert log.snapshot().data == data and log.snapshot_index() == 8

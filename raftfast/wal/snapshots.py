@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from typing import Optional
 
 import crc32c
@@ -26,6 +27,7 @@ SUFFIX = ".snap"
 _MAGIC = b"RFSNAP01"
 _HEAD = struct.Struct("<8sIQQIQ")
 _CHECKED_HEAD = struct.Struct("<QQIQ")
+_PIECE = 1 << 20
 
 
 def snapshot_name(index: int) -> str:
@@ -39,8 +41,14 @@ def parse_snapshot_name(name: str) -> Optional[int]:
     return None
 
 
-def write_snapshot(io: FileIO, directory: str, snapshot: Snapshot) -> None:
-    """Make `snapshot` durable under its own name (replacing one with the same index)."""
+def write_snapshot(io: FileIO, directory: str, snapshot: Snapshot, paced: bool = False) -> None:
+    """Make `snapshot` durable under its own name (replacing one with the same index).
+
+    The data goes out in 1 MiB pieces, each synced before the next: written at once, the
+    8.5 MB snapshot of the KV service under load sat in front of every fdatasync on a disk
+    that three nodes share, as the spare's zeros did (`prepare_segment`). `paced` (in the
+    background) also rests after each piece as long as it took, so it takes at most half of
+    the disk's time from the log's fdatasyncs."""
     config = snapshot.config.encode()
     data = bytes(snapshot.data)
     try:
@@ -54,12 +62,24 @@ def write_snapshot(io: FileIO, directory: str, snapshot: Snapshot) -> None:
     fd = io.create(tmp)
     try:
         io.pwrite(fd, head, 0)
-        io.pwrite(fd, data, len(head))
+        _write_in_pieces(io, fd, data, len(head), paced)
         io.fsync(fd)
     finally:
         io.close(fd)
     io.rename(tmp, path)
     io.fsync_dir(directory)
+
+
+def _write_in_pieces(io: FileIO, fd: int, data: bytes, offset: int, paced: bool) -> None:
+    view = memoryview(data)
+    last = max(0, len(data) - 1) // _PIECE * _PIECE  # the final fsync covers the last piece
+    for start in range(0, last, _PIECE):
+        began = time.monotonic()
+        io.pwrite(fd, view[start : start + _PIECE], offset + start)
+        io.fdatasync(fd)
+        if paced:
+            time.sleep(time.monotonic() - began)
+    io.pwrite(fd, view[last:], offset + last)
 
 
 def decode_snapshot(data: bytes, path: str) -> Snapshot:

@@ -736,7 +736,7 @@ class _SnapshotWrite:
     def __init__(self, io: FileIO, directory: str, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.record: Optional[Tuple[int, int]] = None
-        self.job = _Background(f"wal-snapshot-{snapshot.index}", write_snapshot, io, directory, snapshot)
+        self.job = _Background(f"wal-snapshot-{snapshot.index}", write_snapshot, io, directory, snapshot, True)
 
 
 def _runs(terms: Sequence[int], kinds: Sequence[int]) -> List[fmt.Run]:
