@@ -1,9 +1,10 @@
 """Segment files: their names, their creation, and walking the records inside one.
 
-A segment is a fixed-size file filled with zeros when it is made, then overwritten in place
-from the front. Writing into blocks that already exist means fdatasync commits no metadata,
-which measured about 2.5x cheaper here than appending. The valid records end where the zeros
-begin (or at the first invalid bytes, which recovery judges).
+A segment is a fixed-size file filled with zeros when it is made, or a covered segment
+recycled, then overwritten in place from the front. Writing into blocks that already exist
+means fdatasync commits no metadata, which measured about 2.5x cheaper here than appending.
+The valid records end where the zeros begin, or at the first bytes that are not a record of
+this segment (its checksums are seeded with its number), which recovery judges.
 """
 
 from __future__ import annotations
