@@ -21,7 +21,7 @@ from raftfast.wal import FileIO, WalLog
 from raftfast.wal import format as fmt
 from raftfast.wal import wal as wal_module
 from raftfast.wal.faults import FaultyIO
-from raftfast.wal.segment import RECYCLED_NAME, Scan, segment_name
+from raftfast.wal.segment import RECYCLED_PREFIX, Scan, segment_name
 from raftfast.wal.snapshots import parse_snapshot_name
 from wal_workload import apply, state, workload
 
@@ -599,6 +599,17 @@ def snapshot_threads_done():
     return not [t for t in threading.enumerate() if t.name.startswith("wal-snapshot")]
 
 
+def recycled_files(path):
+    return sorted(n for n in os.listdir(path) if n.startswith(RECYCLED_PREFIX))
+
+
+def waiting(path):
+    """The one covered segment waiting to be recycled."""
+    names = recycled_files(path)
+    assert len(names) == 1, names
+    return path / names[0]
+
+
 def deletions_done():
     """Compaction deletes the covered files on a background thread: whether it is done."""
     return not [t for t in threading.enumerate() if t.name == "wal-delete"]
@@ -621,7 +632,7 @@ def reopened(path, copy):
         assert [e.command for e in log.entries(first, log.last_index())] == [command(i) for i in range(first, log.last_index() + 1)]
         assert log.term_at(s.index) == 1
         result = (s.index, s.data, log.last_index())
-    assert not [n for n in os.listdir(copy) if n.endswith(".tmp") and n != RECYCLED_NAME]
+    assert not [n for n in os.listdir(copy) if n.endswith(".tmp") and not n.startswith(RECYCLED_PREFIX)]
     return result
 
 
@@ -794,7 +805,7 @@ def test_compaction_deletes_the_covered_files_in_the_background_oldest_first(tmp
     wait_for(lambda: io.deleted == 1)
     left = segments(tmp_path)
     assert len(left) == len(before) - 2 and left == before[2:]
-    assert (tmp_path / RECYCLED_NAME).stat().st_size == SMALL
+    assert waiting(tmp_path).stat().st_size == SMALL
     assert reopened(tmp_path, tmp_path / "halfway") == (150, b"state 150", 200)
     io.gate.set()
     wait_for(deletions_done)
@@ -822,7 +833,7 @@ def test_a_covered_full_size_segment_is_recycled_as_a_later_one(tmp_path):
     log.sync()
     wait_for(deletions_done)
     assert not (tmp_path / first).exists()
-    assert (tmp_path / RECYCLED_NAME).stat().st_ino == inode
+    assert waiting(tmp_path).stat().st_ino == inode
     # The spare being made when compaction ran is zero-filled; the one after is the file.
     def installed():
         return [n for n in segments(tmp_path) if (tmp_path / n).stat().st_ino == inode]
@@ -834,7 +845,7 @@ def test_a_covered_full_size_segment_is_recycled_as_a_later_one(tmp_path):
         i += 1
         assert i < 400, "the recycled segment was never used"
     recycled = tmp_path / installed()[0]
-    assert not (tmp_path / RECYCLED_NAME).exists()
+    assert not recycled_files(tmp_path)
     log.append_commands(1, 0, [command(i)])  # one record into the recycled file: the rest is its old life
     log.close()
     scan = Scan(recycled.read_bytes())
@@ -857,7 +868,7 @@ def test_only_one_recycled_segment_waits_and_others_are_deleted(tmp_path):
     left = segments(tmp_path)
     assert len(before) - len(left) >= 3
     spare = segment_name(int(left[-1][8:28]) + 1) + ".tmp"  # the spare being zero-filled
-    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".tmp")) == sorted([RECYCLED_NAME, spare])
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".tmp")) == sorted([waiting(tmp_path).name, spare])
     log.close()
 
 
@@ -889,16 +900,16 @@ def test_the_largest_covered_segment_waits_and_is_used_once_half_the_planned_siz
 
     write_until(3)  # 1 (1 MiB), 2 (2 MiB), 3 (4 MiB)
     compact_below(3)
-    recycled = (tmp_path / RECYCLED_NAME).stat()
+    recycled = waiting(tmp_path).stat()
     assert inodes[recycled.st_ino] == segment_name(2) and recycled.st_size == 2 * mib
     write_until(6)  # 4 (8 MiB), 5 and 6 (16 MiB): 2 MiB is too small for their spares
-    assert (tmp_path / RECYCLED_NAME).stat().st_ino == recycled.st_ino
+    assert waiting(tmp_path).stat().st_ino == recycled.st_ino
     compact_below(6)  # covers 3, 4 and 5: 5 replaces the smaller file
-    recycled = (tmp_path / RECYCLED_NAME).stat()
+    recycled = waiting(tmp_path).stat()
     assert inodes[recycled.st_ino] == segment_name(5) and recycled.st_size == 16 * mib
     write_until(8)  # 7's spare was made before; 8's is the file
     assert (tmp_path / segment_name(8)).stat().st_ino == recycled.st_ino
-    assert not (tmp_path / RECYCLED_NAME).exists()
+    assert not recycled_files(tmp_path)
     expected = log.last_index()
     log.close()
     with WalLog.open(tmp_path, segment_bytes=16 * mib) as log:
@@ -911,9 +922,9 @@ def test_recovery_deletes_a_waiting_recycled_segment(tmp_path):
         log.append_commands(1, 0, [command(i)])
     log.apply_snapshot(snap(150))
     log.close()
-    assert (tmp_path / RECYCLED_NAME).exists()
+    assert recycled_files(tmp_path)
     with WalLog.open(tmp_path, segment_bytes=SMALL) as log:
-        assert not (tmp_path / RECYCLED_NAME).exists()
+        assert not recycled_files(tmp_path)
         assert log.snapshot_index() == 150 and log.last_index() == 200
 
 

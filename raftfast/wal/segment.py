@@ -22,8 +22,7 @@ from .format import FRAME, FRAME_SIZE, MAGIC, MAX_PAYLOAD, seed_of
 PREFIX = "segment-"
 SUFFIX = ".wal"
 TMP_SUFFIX = ".tmp"
-RECYCLED_NAME = "recycled" + SUFFIX + TMP_SUFFIX
-"""A covered segment kept to be the next spare; a temp file, so recovery deletes it."""
+RECYCLED_PREFIX = "recycled-"
 
 _ZEROS = bytes(1 << 20)
 _ZERO_SYNC_BYTES = 1 << 20
@@ -32,6 +31,13 @@ _NO_MAGIC = b"\0\0\0\0"
 
 def segment_name(seq: int) -> str:
     return f"{PREFIX}{seq:020d}{SUFFIX}"
+
+
+def recycled_name(seq: int) -> str:
+    """The name covered segment `seq` waits under to be reused as a spare: a temp file, so
+    recovery deletes it. Each has its own name, so the thread renaming one into a spare and a
+    deleter replacing it with a larger one never touch the same file."""
+    return f"{RECYCLED_PREFIX}{seq:020d}{SUFFIX}{TMP_SUFFIX}"
 
 
 def parse_segment_name(name: str) -> Optional[int]:
@@ -81,12 +87,12 @@ def prepare_segment(io: FileIO, directory: str, seq: int, size: int, stop: Optio
     return prepared
 
 
-def reuse_segment(io: FileIO, directory: str, seq: int, size: int) -> int:
-    """Make the recycled segment (RECYCLED_NAME, `size` bytes) the temp file of segment `seq`;
+def reuse_segment(io: FileIO, directory: str, recycled: str, seq: int, size: int) -> int:
+    """Make the recycled segment `recycled` (`size` bytes) the temp file of segment `seq`;
     return its size. Its blocks exist, so writing into them commits no metadata, as with
     zeros; what it held fails the checksums of segment `seq`'s records, which are seeded with
     `seq` (`format.segment_seed`)."""
-    io.rename(os.path.join(directory, RECYCLED_NAME), os.path.join(directory, segment_name(seq) + TMP_SUFFIX))
+    io.rename(os.path.join(directory, recycled), os.path.join(directory, segment_name(seq) + TMP_SUFFIX))
     return size
 
 

@@ -25,7 +25,7 @@ from ..types import HardState, LogEntry, Snapshot
 from . import format as fmt
 from .fileio import FileIO
 from .recovery import SegmentInfo, load
-from .segment import RECYCLED_NAME, TMP_SUFFIX, install_segment, prepare_segment, reuse_segment, segment_name, write_zeros
+from .segment import TMP_SUFFIX, install_segment, prepare_segment, recycled_name, reuse_segment, segment_name, write_zeros
 from .snapshots import parse_snapshot_name, write_snapshot
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
@@ -105,7 +105,8 @@ class WalLog:
         self._spare: Optional[_Spare] = None
         self._snap_write: Optional[_SnapshotWrite] = None
         self._deleter: Optional[_Background] = None
-        self._recycled = 0  # the size of the covered segment waiting under RECYCLED_NAME (0: none)
+        # (file name, size) of the covered segment waiting to be reused as a spare, if any
+        self._recycled: Optional[Tuple[str, int]] = None
         rec = load(directory, io)
         self._entries = rec.entries
         self._hard = rec.hard_state
@@ -460,7 +461,10 @@ class WalLog:
             if self._spare is None and (self._seq > 1 or 2 * self._pos > self._size):
                 size = self._next_size()
                 recycled = self._take_recycled(size)
-                self._spare = _Spare(self._io, self._dir, self._seq + 1, recycled or size, recycled > 0)
+                if recycled is not None:
+                    self._spare = _Spare(self._io, self._dir, self._seq + 1, recycled[1], recycled[0])
+                else:
+                    self._spare = _Spare(self._io, self._dir, self._seq + 1, size)
 
     def _sync_segment(self) -> None:
         self._flush()
@@ -512,7 +516,7 @@ class WalLog:
         """Delete the segments every entry of which the snapshot covers, oldest first, and the
         older snapshot files. Needs the snapshot's record to be durable already.
 
-        The largest covered segment is kept, renamed to RECYCLED_NAME, to be a later spare
+        The largest covered segment is kept, renamed (`recycled_name`), to be a later spare
         (`_take_recycled`), unless a larger one already waits: reusing it spares the disk the
         spare's zeros (64 MiB once segments are full size), whose writeback delayed every
         node's fdatasyncs on a shared disk (a 4 KB fdatasync waited up to 146 ms behind them),
@@ -527,10 +531,14 @@ class WalLog:
         segments = self._segments
         keep = max((i for i, s in enumerate(segments) if s.high_water <= covered), default=0)
         recycle = None
-        largest = max(segments[:keep], key=lambda s: s.size, default=None)
-        if largest is not None and largest.size > self._recycled:
-            recycle, self._recycled = largest.name, largest.size
         names = [s.name for s in segments[:keep]]
+        largest = max(segments[:keep], key=lambda s: s.size, default=None)
+        waiting = self._recycled
+        if largest is not None and largest.size > (waiting[1] if waiting else 0):
+            recycle = (largest.name, recycled_name(largest.seq))
+            self._recycled = (recycle[1], largest.size)
+            if waiting is not None:
+                names.append(waiting[0])  # the smaller one it replaces
         del segments[:keep]
         for name in self._io.listdir(self._dir):
             index = parse_snapshot_name(name)
@@ -541,30 +549,30 @@ class WalLog:
         else:
             self._retire(names, recycle)
 
-    def _retire(self, names: List[str], recycle: Optional[str]) -> None:
-        """Delete `names`, oldest first, but rename `recycle` to RECYCLED_NAME (replacing a
-        smaller one waiting there). The rename is made durable before the file can be reused:
-        a crash must not bring back the old name on a file that holds a newer segment's header."""
+    def _retire(self, names: List[str], recycle: Optional[Tuple[str, str]]) -> None:
+        """Delete `names`, oldest first, but rename the one `recycle` names (old, new). The
+        rename is made durable before the file can be reused: a crash must not bring back the
+        old name on a file that holds a newer segment's header."""
         for name in names:
-            if name == recycle:
-                self._io.rename(os.path.join(self._dir, name), os.path.join(self._dir, RECYCLED_NAME))
+            if recycle is not None and name == recycle[0]:
+                self._io.rename(os.path.join(self._dir, name), os.path.join(self._dir, recycle[1]))
                 self._io.fsync_dir(self._dir)
             else:
                 self._unlink(name)
 
-    def _take_recycled(self, size: int) -> int:
-        """The size of the recycled segment, taken to be the spare planned at `size` bytes, or 0
-        to zero-fill one. It is taken if at least half that size: a shorter segment only means
-        an earlier rotation, as after a late spare. Never waits for the deleter: a spare it
-        would delay is zero-filled instead."""
+    def _take_recycled(self, size: int) -> Optional[Tuple[str, int]]:
+        """The recycled segment (name, size), taken to be the spare planned at `size` bytes, or
+        None to zero-fill one. It is taken if at least half that size: a shorter segment only
+        means an earlier rotation, as after a late spare. Never waits for the deleter (which
+        renames it into place): a spare it would delay is zero-filled instead."""
         deleter = self._deleter
         if deleter is not None and deleter.done():
             self._join_deleter()
         recycled = self._recycled
-        if 2 * recycled >= size and self._deleter is None:
-            self._recycled = 0
+        if recycled is not None and 2 * recycled[1] >= size and self._deleter is None:
+            self._recycled = None
             return recycled
-        return 0
+        return None
 
     def _join_deleter(self) -> None:
         """Wait for the files of the last compaction to be deleted; raise what deleting them raised."""
@@ -573,7 +581,7 @@ class WalLog:
             try:
                 deleter.result()
             except BaseException:
-                self._recycled = 0  # whether its rename happened is unknown
+                self._recycled = None  # whether its rename happened is unknown
                 raise
 
     def _advance_snapshot(self) -> None:
@@ -704,16 +712,21 @@ class _Spare:
     disk per 64 MiB, nearly all of it in system calls, which release the GIL); otherwise at
     once, on the caller's thread."""
 
-    def __init__(self, io: FileIO, directory: str, seq: int, size: int, recycled: bool = False) -> None:
+    def __init__(self, io: FileIO, directory: str, seq: int, size: int, recycled: Optional[str] = None) -> None:
         self.seq, self.size = seq, size
         self._stop = threading.Event()
         self._job: Optional[_Background] = None
-        make: Callable[..., object] = reuse_segment if recycled else prepare_segment
-        args = (io, directory, seq, size) if recycled else (io, directory, seq, size, self._stop)
+        make: Callable[..., object]
+        if recycled is not None:
+            make, args = reuse_segment, (io, directory, recycled, seq, size)
+        elif io.threads:
+            make, args = prepare_segment, (io, directory, seq, size, self._stop)
+        else:
+            make, args = prepare_segment, (io, directory, seq, size)
         if io.threads:
             self._job = _Background(f"wal-prepare-{seq}", make, *args)
         else:
-            make(*args[:4])
+            make(*args)
 
     def stop(self) -> int:
         """Have the thread end at its next piece boundary (a few ms), and return how many bytes
