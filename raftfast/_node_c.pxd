@@ -46,6 +46,7 @@ cdef class RaftNode:
     cdef set _needs_append
     cdef list _proposals
     cdef object _snapshot_hint
+    cdef object _applied_bytes
 
     @cython.locals(max_bytes=Py_ssize_t, can_propose=bint, out=list, proposals=list)
     cpdef list step_many(self, events)

@@ -138,6 +138,7 @@ class RaftNode:
         self._needs_append: set = set()
         self._proposals: List[bytes] = []
         self._snapshot_hint = log.snapshot_index()
+        self._applied_bytes = 0  # command bytes applied since the snapshot hint (snapshot_bytes)
 
     # ---------------------------------------------------------------- raft-io spellings
 
@@ -329,9 +330,12 @@ class RaftNode:
                 # thesis §4.2.2: a leader removed from the configuration steps down once the
                 # removal commits.
                 self._become_follower(self._term, None)
-        threshold = self._cfg.snapshot_threshold
-        if threshold and self._applied - self._snapshot_hint >= threshold:
+        cfg = self._cfg
+        threshold = cfg.snapshot_threshold
+        bound = cfg.snapshot_bytes
+        if (threshold and self._applied - self._snapshot_hint >= threshold) or (bound and self._applied_bytes >= bound):
             self._snapshot_hint = self._applied
+            self._applied_bytes = 0
             out.append(Action.Snapshot(self._applied, self._log.term_at(self._applied)))
         self._out = []
         return out
@@ -793,6 +797,7 @@ class RaftNode:
         commit = self._commit
         apply = Action.Apply
         collect = getattr(log, "collect_applies", None)
+        first = len(out)
         while applied < commit:
             hi = min(commit, applied + _APPLY_CHUNK)
             if collect is not None:
@@ -803,6 +808,8 @@ class RaftNode:
                         out.append(apply(entry.index, entry.term, entry.command))
             applied = hi
         self._applied = applied
+        if self._cfg.snapshot_bytes:
+            self._applied_bytes += sum([len(action.command) for action in out[first:] if type(action) is apply])
 
     # ---------------------------------------------------------------- local log writes
 
@@ -1057,6 +1064,7 @@ class RaftNode:
         self._config_entries = [(i, c) for i, c in self._config_entries if i > index]
         if self._snapshot_hint < index:
             self._snapshot_hint = index
+            self._applied_bytes = 0  # the application's own snapshot: count afresh from here
 
     def _on_install_snapshot(self, m: InstallSnapshot) -> None:
         self._follow(m.leader)
@@ -1075,6 +1083,7 @@ class RaftNode:
         self._commit = self._applied = snapshot.index
         if self._snapshot_hint < snapshot.index:
             self._snapshot_hint = snapshot.index
+        self._applied_bytes = 0
         self._out.append(Action.RestoreSnapshot(snapshot.index, snapshot.term, snapshot.data))
         self._base_config = snapshot.config
         self._config_entries = []

@@ -30,6 +30,9 @@ class RaftConfig:
     `max_inflight`: AppendEntries messages a leader keeps in flight per peer before waiting.
     `max_batch`/`max_batch_bytes`: entries and payload bytes per AppendEntries (at least one
     entry is always sent, however large).
+    `snapshot_bytes=N > 0`: the node also emits `Action.Snapshot` once the commands applied
+    since the last hint total N bytes (entries may carry one write or thousands, so an entry
+    count alone does not bound the log's memory); 0 disables it.
     """
 
     id: NodeId
@@ -45,6 +48,7 @@ class RaftConfig:
     max_inflight: int = 256
     max_batch_bytes: int = 1 << 20
     max_entry_bytes: int = 64 << 20
+    snapshot_bytes: int = 0
 
     def __init__(
         self,
@@ -62,6 +66,7 @@ class RaftConfig:
         max_inflight: int = 256,
         max_batch_bytes: int = 1 << 20,
         max_entry_bytes: int = 64 << 20,
+        snapshot_bytes: int = 0,
     ) -> None:
         _check_int("id", id, 1)
         if id > MAX_NODE_ID:
@@ -104,6 +109,7 @@ class RaftConfig:
         _check_int("max_inflight", max_inflight, 1)
         _check_int("max_batch_bytes", max_batch_bytes, 1)
         _check_int("max_entry_bytes", max_entry_bytes, 1)
+        _check_int("snapshot_bytes", snapshot_bytes, 0)
         setattr_ = object.__setattr__
         setattr_(self, "id", id)
         setattr_(self, "peers", tuple(sorted(seen)))
@@ -118,6 +124,7 @@ class RaftConfig:
         setattr_(self, "max_inflight", max_inflight)
         setattr_(self, "max_batch_bytes", max_batch_bytes)
         setattr_(self, "max_entry_bytes", max_entry_bytes)
+        setattr_(self, "snapshot_bytes", snapshot_bytes)
 
     # -- raft-io spellings -------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ def test_defaults_match_the_contract():
     assert c.election_timeout == (10, 20)
     assert c.heartbeat_interval == 3
     assert c.max_batch == 64
-    assert c.snapshot_threshold == 0
+    assert c.snapshot_threshold == 0 and c.snapshot_bytes == 0
     assert c.seed is None
     assert c.pre_vote is True and c.check_quorum is True  # thesis §9.6
     assert c.join is False
@@ -66,6 +66,9 @@ BAD_VALUES = [
     ("max_inflight", dict(max_inflight=0)),
     ("max_batch_bytes", dict(max_batch_bytes=0)),
     ("max_entry_bytes", dict(max_entry_bytes=0)),
+    ("snapshot_bytes", dict(snapshot_bytes=-1)),
+    ("snapshot_bytes", dict(snapshot_bytes=1.5)),
+    ("snapshot_bytes", dict(snapshot_bytes="64M")),
 ]
 
 

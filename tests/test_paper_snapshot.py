@@ -98,6 +98,30 @@ def test_snapshot_hint_fires_at_the_threshold():
     assert of_type(net.propose(1, b"y"), Action.Snapshot) == [Action.Snapshot(10, 1)]
 
 
+def test_snapshot_hint_fires_once_enough_command_bytes_were_applied():
+    """thesis §5.1 with the threshold in bytes (`snapshot_bytes`): an entry may carry one write
+    or a whole batch, so the log's memory is bounded by the bytes applied since the last hint,
+    not only by their count. Counting starts afresh at each hint; no-ops count nothing."""
+    net = Network([1], snapshot_bytes=100)
+    net.elect(1)  # applies the no-op: index 1, no bytes
+    hints = []
+    for i in range(3):
+        hints += of_type(net.propose(1, b"x" * 30), Action.Snapshot)
+    assert hints == []  # 90 bytes applied
+    assert of_type(net.propose(1, b"y" * 10), Action.Snapshot) == [Action.Snapshot(5, 1)]
+    assert of_type(net.propose(1, b"z" * 99), Action.Snapshot) == []  # 99 since the hint
+    assert of_type(net.propose(1, b"!"), Action.Snapshot) == [Action.Snapshot(7, 1)]
+    assert of_type(net.propose(1, b"w" * 500), Action.Snapshot) == [Action.Snapshot(8, 1)]  # one large entry
+
+
+def test_snapshot_hint_by_bytes_or_count_whichever_comes_first():
+    net = Network([1], snapshot_bytes=1000, snapshot_threshold=3)
+    net.elect(1)
+    assert of_type(net.propose(1, b"a"), Action.Snapshot) == []
+    assert of_type(net.propose(1, b"b"), Action.Snapshot) == [Action.Snapshot(3, 1)]  # count
+    assert of_type(net.propose(1, b"c" * 1000), Action.Snapshot) == [Action.Snapshot(4, 1)]  # bytes
+
+
 def test_no_snapshot_hint_when_disabled():
     """API: snapshot_threshold=0 disables the hint."""
     net = Network([1])

@@ -69,8 +69,8 @@ class RaftServer:
     addresses; more can be learned later with `set_peer_address` or from peers' handshakes.
     `pipelined_sync` runs fsyncs in a worker thread (the log must support it: a WalLog).
     `tls` makes the peer port mutual TLS; `max_entries` bounds entries per AppendEntries received.
-    `snapshot_bytes` takes a snapshot once that many bytes of commands were applied since the
-    last one (0: never), besides the node's own hint every `snapshot_threshold` entries.
+    `snapshot_bytes` sets the node's `RaftConfig.snapshot_bytes` to that, give or take a
+    quarter (0: the config's own value stands).
     """
 
     def __init__(
@@ -94,6 +94,11 @@ class RaftServer:
             raise ValueError(f"tick_interval must be positive, got {tick_interval!r}")
         if snapshot_bytes < 0:
             raise ValueError(f"snapshot_bytes must be at least 0, got {snapshot_bytes!r}")
+        if snapshot_bytes:
+            # Every node applies the same bytes: bounds drawn per node keep their snapshots
+            # apart, since three at once stall together, their files competing for the disk
+            # (80-170 ms each with three at a time).
+            config = config.replace(snapshot_bytes=round(snapshot_bytes * random.uniform(0.75, 1.25)))
         self.app = app
         if pipelined_sync and not supports_deferred_sync(log):
             raise ValueError(f"pipelined_sync needs a log with flush() and sync_flushed(), not {log!r}")
@@ -142,11 +147,6 @@ class RaftServer:
         # A turn longer than half the shortest election timeout is worth a warning: a WAL
         # rotation that waited for its spare segment cost leaders their term this way.
         self._slow_turn = config.election_timeout[0] * tick_interval / 2
-        # The node's snapshot hint counts entries, but an entry may hold one write or thousands
-        # (the KV service proposes a turn's writes as one): bytes bound the log in memory too.
-        self._snapshot_bytes = snapshot_bytes
-        self._applied_bytes = 0  # bytes of commands applied since the last snapshot
-        self._snapshot_due = self._next_snapshot_due()
         self._ratelog = RateLimitedLog(logger)
 
     @property
@@ -467,15 +467,12 @@ class RaftServer:
             elif kind is _Apply:
                 app.apply(item.index, item.command)  # type: ignore[attr-defined]
                 self.applied_index = item.index  # type: ignore[attr-defined]
-                self._applied_bytes += len(item.command)  # type: ignore[attr-defined]
                 if self._await_acks:
                     self._answered_at = self._loop.time()  # type: ignore[union-attr]
             elif kind is _ReadReady:
                 app.read_ready(item.request_id)  # type: ignore[attr-defined]
             else:
                 self._carry_out(item)
-        if self._snapshot_bytes and self._applied_bytes >= self._snapshot_due:
-            self._snapshot(self.applied_index)
         if state != self._state:
             self._state = state
             app.role_changed(*state)
@@ -532,21 +529,12 @@ class RaftServer:
                         self.id, action.index)  # type: ignore[attr-defined]
             self.app.restore(action.data)  # type: ignore[attr-defined]
             self.applied_index = action.index  # type: ignore[attr-defined]
-            self._applied_bytes = 0
-
-    def _next_snapshot_due(self) -> float:
-        """`snapshot_bytes`, give or take a quarter, drawn afresh each time: every node applies
-        the same bytes, and snapshots taken in step would stall all three at once, their
-        snapshot files competing for the disk (80-170 ms each with three at a time)."""
-        return self._snapshot_bytes * random.uniform(0.75, 1.25)
 
     def _snapshot(self, index: int) -> None:
         """Serialise the application, which has applied exactly through `index`, and have the
         node compact its log up to there in the next turn."""
         started = time.perf_counter()
         data = self.app.snapshot()
-        self._applied_bytes = 0
-        self._snapshot_due = self._next_snapshot_due()
         logger.info("node %d: snapshot through %d (%d bytes, %.1f ms)", self.id,
                     index, len(data), (time.perf_counter() - started) * 1e3)
         self.submit(Event.Snapshot(index, data))
