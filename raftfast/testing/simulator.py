@@ -117,6 +117,7 @@ class Cluster:
         pre_vote: bool = True,
         check_quorum: bool = True,
         snapshot_threshold: int = 0,
+        snapshot_bytes: int = 0,
         election_timeout: Tuple[int, int] = (10, 20),
         heartbeat_interval: int = 3,
         drop: float = 0.0,
@@ -141,6 +142,7 @@ class Cluster:
             election_timeout=election_timeout,
             heartbeat_interval=heartbeat_interval,
             snapshot_threshold=snapshot_threshold,
+            snapshot_bytes=snapshot_bytes,
             pre_vote=pre_vote,
             check_quorum=check_quorum,
         )
@@ -573,6 +575,8 @@ def random_cluster(seed: int, nodes: int = 3) -> Cluster:
         pre_vote=rng.random() < 0.8,
         check_quorum=rng.random() < 0.8,
         snapshot_threshold=rng.choice((0, 0, 4, 10, 30)),
+        # its own generator, so that every earlier seed still draws the same cluster otherwise
+        snapshot_bytes=random.Random(seed ^ 0xB17E5).choice((0, 0, 60, 300)),
         election_timeout=(lo, 2 * lo),
         heartbeat_interval=rng.randint(1, min(3, lo - 1)),
         drop=rng.choice((0.0, 0.02, 0.1)),
