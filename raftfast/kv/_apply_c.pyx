@@ -12,7 +12,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport PyObject
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport UINT32_MAX, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 from raftfast.kv._wire cimport put_u32, put_u64, u16, u32, u64
@@ -25,8 +25,9 @@ OK = (int(Status.OK), b"")
 CAS_FAILED = (int(Status.CAS_FAILED), b"")
 STALE = (int(Status.ERROR), b"stale sequence number: the client already acknowledged its reply")
 
-DEF HEAD = 43  # REQUEST.size
-DEF NO_VALUE = 0xFFFFFFFF
+cdef enum:
+    HEAD = 43  # REQUEST.size
+cdef uint32_t NO_VALUE = UINT32_MAX  # protocol.NO_VALUE: an expected length meaning "none"
 
 cdef int _PUT = Op.PUT
 cdef int _DELETE = Op.DELETE
@@ -298,10 +299,10 @@ cdef extern from "Python.h":
     PyObject* _err_occurred "PyErr_Occurred"() nogil
     void _err_clear "PyErr_Clear"() nogil
 
-DEF SNAPSHOT_HEAD = 21  # <4sBQQ: magic, version, #keys, #sessions
-DEF SESSION_HEAD = 20  # <QQI: client id, floor, #results
-DEF RESULT_HEAD = 13  # <QBI: seq, status, body length
-DEF U32_MAX = 0xFFFFFFFF
+cdef enum:
+    SNAPSHOT_HEAD = 21  # <4sBQQ: magic, version, #keys, #sessions
+    SESSION_HEAD = 20  # <QQI: client id, floor, #results
+    RESULT_HEAD = 13  # <QBI: seq, status, body length
 
 
 cdef uint64_t _uint(PyObject* value, uint64_t maximum, str what) except? 0:
@@ -348,7 +349,7 @@ cdef Py_ssize_t _sessions(PyObject* sessions, uint8_t* p, Py_ssize_t end) except
         if not _dict_check(results):
             raise TypeError(f"snapshot: session {<object>cid} results must be a dict, "
                             f"not {type(<object>results).__name__}")
-        if _dict_size(results) > U32_MAX:
+        if _dict_size(results) > UINT32_MAX:
             raise ValueError(f"snapshot: session {<object>cid} has too many results")
         if p != NULL:
             if end - at < SESSION_HEAD:
@@ -370,7 +371,7 @@ cdef Py_ssize_t _sessions(PyObject* sessions, uint8_t* p, Py_ssize_t end) except
             if not _bytes_check(body):
                 raise TypeError(f"snapshot: a result body must be bytes, not {type(<object>body).__name__}")
             blen = _bytes_size(body)
-            if blen > U32_MAX:
+            if blen > UINT32_MAX:
                 raise ValueError("snapshot: a result body of 4 GiB or more")
             if p != NULL:
                 if end - at < RESULT_HEAD or end - at - RESULT_HEAD < blen:
@@ -418,7 +419,7 @@ def snapshot_state(data, sessions):
             continue
         klen = _bytes_size(k)
         vlen = _bytes_size(v)
-        if klen > U32_MAX or vlen > U32_MAX:
+        if klen > UINT32_MAX or vlen > UINT32_MAX:
             too_long = True
         kbytes = _add(kbytes, klen)
         vbytes = _add(vbytes, vlen)

@@ -7,7 +7,8 @@ VOTE_PENDING = 0
 VOTE_WON = 1
 VOTE_LOST = -1
 
-DEF _SMALL = 16
+cdef enum:
+    _SMALL = 16  # sorted on the stack up to this many
 
 
 cdef void _insertion_sort(int64_t* a, Py_ssize_t n) noexcept nogil:
