@@ -30,6 +30,7 @@ from wal_workload import DURABLE_OPS, apply, state, workload
 
 SMALL = 4096
 MODES = ("keep", "drop", "torn")
+MAGIC_1 = fmt.segment_magic(fmt.segment_seed(1))  # the records' magic in segment 1
 
 
 def open_log(path, io=None, segment_bytes=SMALL):
@@ -219,7 +220,7 @@ def test_a_torn_last_record_at_every_byte_offset(tmp_path):
     [
         pytest.param(lambda rng: rng.randbytes(700), id="garbage"),
         pytest.param(lambda rng: bytes(300) + rng.randbytes(100), id="zeros-then-garbage"),
-        pytest.param(lambda rng: fmt.MAGIC + rng.randbytes(60), id="a-record-start-then-garbage"),
+        pytest.param(lambda rng: MAGIC_1 + rng.randbytes(60), id="a-record-start-then-garbage"),
         pytest.param(lambda rng: bytes(20), id="zero-filled"),
     ],
 )
@@ -509,7 +510,7 @@ def test_an_insane_length_at_the_tail_is_a_torn_write(tmp_path):
         expected = state(log)
     name = segment_name(1)
     end = records(tmp_path, name)[-1][1]
-    damage(tmp_path, name, end, fmt.MAGIC + struct.pack("<IIQB", 0, 0xFFFFFFFF, 0, fmt.APPEND))
+    damage(tmp_path, name, end, MAGIC_1 + struct.pack("<IIQB", 0, 0xFFFFFFFF, 0, fmt.APPEND))
     with open_log(tmp_path) as log:
         assert state(log) == expected
 
@@ -644,6 +645,38 @@ def test_an_unknown_segment_version_refuses_to_open(tmp_path):
     name = segment_name(1)
     data = bytearray((tmp_path / name).read_bytes())
     body = bytes(data[8 : fmt.FRAME_SIZE]) + struct.pack("<H", 3) + bytes(data[fmt.FRAME_SIZE + 2 : records(tmp_path, name)[0][1]])
-    damage(tmp_path, name, 0, fmt.PREFIX.pack(fmt.MAGIC, crc32c.crc32c(body, fmt.segment_seed(1, 3))) + body)
+    seed = fmt.segment_seed(1, 3)
+    damage(tmp_path, name, 0, fmt.PREFIX.pack(fmt.segment_magic(seed), crc32c.crc32c(body, seed)) + body)
     with pytest.raises(StorageError, match="version 3"):
         open_log(tmp_path)
+
+
+def test_the_search_beyond_the_tail_skips_what_a_recycled_file_held(tmp_path):
+    """The last segment's leftovers from its earlier life carry another magic: recovery's
+    search for records of its own beyond the tail does not even checksum them."""
+    names = build_segments(tmp_path)
+    last = names[-1]
+    end = records(tmp_path, last)[-1][1]
+    size = (tmp_path / last).stat().st_size
+    stale = b"".join(fmt.frame(fmt.APPEND, 0, b"x" * 40, fmt.segment_seed(1)) for _ in range(size // 60))
+    damage(tmp_path, last, end, stale[: size - end])
+    calls = []
+    real = crc32c.crc32c
+
+    def counting(data, value=0):
+        calls.append(len(data))
+        return real(data, value)
+
+    import raftfast.wal.segment as segment_module
+
+    segment_module.crc32c.crc32c, saved = counting, segment_module.crc32c.crc32c
+    try:
+        scan = Scan((tmp_path / last).read_bytes())
+        list(scan)
+        before = len(calls)
+        assert scan.records_after(scan.end) == (None, scan.end)
+        assert len(calls) == before
+    finally:
+        segment_module.crc32c.crc32c = saved
+    with open_log(tmp_path) as log:
+        assert log.last_index() == 400

@@ -47,7 +47,7 @@ def test_a_torn_tail_is_reported_but_not_an_error(tmp_path, capsys):
     data = bytearray(last.read_bytes())
     scan = Scan(bytes(data))
     list(scan)
-    data[scan.end : scan.end + 40] = fmt.MAGIC + bytes(range(36))  # a header claiming ~117 MB
+    data[scan.end : scan.end + 40] = scan.magic + bytes(range(36))  # a header claiming ~117 MB
     last.write_bytes(bytes(data))
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out

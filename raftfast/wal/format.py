@@ -1,9 +1,11 @@
 """Record encoding: how one WAL record is laid out in a segment file. All integers little-endian.
 
     frame   = magic:4 | crc:u32 | size:u32 | synced:u64 | type:u8 | payload:size
-    crc     = CRC32C over seq:u64 (the segment's number), size, synced, type and payload
-              (version 1: without seq); seeded so, the records of a recycled segment file's
-              earlier life never pass for its own
+    seed    = CRC32C of seq:u64, the segment's number (version 1: 0)
+    magic   = "\x8eRFW" xor seed (a little-endian u32)
+    crc     = CRC32C over size, synced, type and payload, starting from seed
+              so the records of a recycled segment file's earlier life never pass for its own,
+              nor even look like records of it (a search for its magic skips them)
     synced  = the segment offset that was durable (fdatasync'd) when this record was written;
               recovery uses it to tell a torn tail from corruption of synced data
 
@@ -61,6 +63,8 @@ _APPEND = struct.Struct("<QII")
 _RUN = struct.Struct("<QBI")
 _INDEX = struct.Struct("<Q")
 _SEQ = _INDEX
+_U32 = struct.Struct("<I")
+_MAGIC_U32 = _U32.unpack(MAGIC)[0]
 _HEADER_SEQ_AT = FRAME_SIZE + 2  # a header's seq, after its version
 _SNAPSHOT = struct.Struct("<QQB")
 
@@ -98,24 +102,33 @@ def region(rtype: int, synced: int, payload: List[bytes], size: int) -> bytes:
     return b"".join((REGION.pack(size, synced, rtype), *payload))
 
 
-def prefix(crc: int) -> bytes:
-    return PREFIX.pack(MAGIC, crc)
+def prefix(magic: bytes, crc: int) -> bytes:
+    return PREFIX.pack(magic, crc)
 
 
 def segment_seed(seq: int, version: int = VERSION) -> int:
     """What the checksums of segment `seq`'s records start from: the CRC32C of its number
-    (version 2), so a record is valid in its own segment only; 0 in version 1."""
+    (version 2), so a record is valid in its own segment only; 0 in version 1. Distinct for
+    every seq below 2**32 (a CRC is injective on inputs no longer than itself), so a recycled
+    file's old seed is never its new one."""
     return crc32c.crc32c(_SEQ.pack(seq)) if version >= 2 else 0
+
+
+def segment_magic(seed: int) -> bytes:
+    """The magic of a segment's records: MAGIC xor its seed (MAGIC itself in version 1)."""
+    return _U32.pack(_MAGIC_U32 ^ seed)
 
 
 def seed_of(data: bytes) -> int:
     """The checksum seed of the segment image `data`, from its header's version and seq. Those
-    fields are read unchecked: a wrong seed fails the header's own checksum, which the caller
-    checks next."""
-    if len(data) >= _HEADER_SEQ_AT + _SEQ.size and data[:4] == MAGIC and data[FRAME_SIZE - 1] == HEADER:
+    fields are read unchecked (a wrong seed fails the header's own checksum, which the caller
+    checks next), but must agree with the header's magic. 0 (version 1) otherwise."""
+    if len(data) >= _HEADER_SEQ_AT + _SEQ.size and data[FRAME_SIZE - 1] == HEADER:
         (version,) = _VERSION.unpack_from(data, FRAME_SIZE)
         (seq,) = _SEQ.unpack_from(data, _HEADER_SEQ_AT)
-        return segment_seed(seq, version)
+        seed = segment_seed(seq, version)
+        if data[:4] == segment_magic(seed):
+            return seed
     return 0
 
 
@@ -123,7 +136,7 @@ def frame(rtype: int, synced: int, payload: bytes, seed: int) -> bytes:
     """A whole frame, for the small records where an extra copy does not matter; `seed` is its
     segment's (`segment_seed`)."""
     body = region(rtype, synced, [payload], len(payload))
-    return prefix(crc32c.crc32c(body, seed)) + body
+    return prefix(segment_magic(seed), crc32c.crc32c(body, seed)) + body
 
 
 def _pack_vote(hs: HardState) -> Tuple[int, int]:

@@ -55,7 +55,7 @@ class WalLog:
         *_READS,
         "_dir", "_io", "_lock_fd", "_segment_bytes", "_entries", "_hard", "_snapshot", "_segments",
         "_high_water", "_logged_last", "_logged_snap", "_seq", "_fd", "_size", "_planned", "_pos", "_synced", "_buf", "_failure",
-        "_sync_lock", "_spare", "_snap_write", "_deleter", "_seed", "_recycled",
+        "_sync_lock", "_spare", "_snap_write", "_deleter", "_seed", "_magic", "_recycled",
     )
 
     # The reads are the entry log's own bound methods: no wrapper call on the hot path.
@@ -133,6 +133,7 @@ class WalLog:
         self._size = self._planned = rec.size
         self._pos = self._synced = rec.end
         self._seed = rec.seed  # a version 1 segment, while it is the active one, is written as such
+        self._magic = fmt.segment_magic(rec.seed)
         for name in _READS:
             setattr(self, name, getattr(self._entries, name))
         try:
@@ -403,7 +404,7 @@ class WalLog:
             self._rotate(fmt.FRAME_SIZE + size)
         body = fmt.region(rtype, self._synced, parts, size)
         buf = self._buf
-        buf += fmt.prefix(crc32c.crc32c(body, self._seed))
+        buf += fmt.prefix(self._magic, crc32c.crc32c(body, self._seed))
         buf += body
         if len(buf) >= _FLUSH_BYTES:
             self._flush()
@@ -508,6 +509,7 @@ class WalLog:
         with self._sync_lock:  # no sync_flushed sees half of the switch, or fsyncs a closed fd
             old, self._fd = self._fd, fd
             self._seq, self._size, self._planned, self._seed = seq, size, planned, fmt.segment_seed(seq)
+            self._magic = fmt.segment_magic(self._seed)
             self._pos = self._synced = len(preamble)
             self._segments.append(SegmentInfo(seq, segment_name(seq), self._high_water, size))
             self._io.close(old)
