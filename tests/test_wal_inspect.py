@@ -54,6 +54,23 @@ def test_a_torn_tail_is_reported_but_not_an_error(tmp_path, capsys):
     assert "runs past" in out and "DAMAGED" not in out
 
 
+def test_records_after_a_torn_one_are_reported_as_zeroed_on_open(tmp_path, capsys):
+    with WalLog.open(tmp_path, segment_bytes=1 << 16) as log:
+        log.append([LogEntry(1, i, EntryKind.NORMAL, b"x" * 60) for i in range(1, 6)])
+        log.sync()
+        log.append([LogEntry(1, 6, EntryKind.NORMAL, b"b" * 60)])  # torn below
+        log.append([LogEntry(1, 7, EntryKind.NORMAL, b"c" * 60)])  # unsynced with it: no witness
+    name = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".wal")[-1]
+    data = bytearray((tmp_path / name).read_bytes())
+    (b_start, *_), (_, *rest) = [(off, *r) for off, *r in Scan(bytes(data))][-2:]
+    c_end = rest[-1]
+    data[b_start + 30] ^= 1
+    (tmp_path / name).write_bytes(bytes(data))
+    assert main(["--quiet", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"opening zeroes bytes {b_start}..{c_end} of {name}" in out and "DAMAGED" not in out
+
+
 def test_corruption_is_reported_with_file_and_offset(tmp_path, capsys):
     build(tmp_path)
     name = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".wal")[-1]

@@ -108,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     temps = [n for n in names if n.endswith(TMP_SUFFIX)]
     if temps:
-        print("temp files (left by an interrupted write, deleted on open): " + ", ".join(temps))
+        print("temp files (an interrupted write, or a covered segment waiting to be recycled; deleted on open): " + ", ".join(temps))
 
     print("recovered state:")
     try:
