@@ -17,6 +17,7 @@ from itertools import accumulate
 from typing import Dict, List, Optional, Tuple
 
 from ._apply import apply_batch, apply_runs, snapshot_state
+from .errors import SnapshotFormatError
 
 __all__ = ["KVStore", "Result", "SnapshotFormatError"]
 
@@ -31,10 +32,6 @@ _SNAPSHOT_VERSION = 1
 _SNAPSHOT_HEAD = struct.Struct("<4sBQQ")  # magic, version, #keys, #sessions
 _SESSION_HEAD = struct.Struct("<QQI")  # client id, floor, #results
 _RESULT_HEAD = struct.Struct("<QBI")  # seq, status, body length
-
-
-class SnapshotFormatError(ValueError):
-    """Snapshot bytes that this version cannot read."""
 
 
 class KVStore:
