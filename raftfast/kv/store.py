@@ -70,7 +70,8 @@ class KVStore:
         return snapshot_state(self.data, self.sessions)
 
     def restore(self, snapshot: bytes) -> None:
-        """Replace everything with `snapshot` (b"" = empty); SnapshotFormatError if unreadable."""
+        """Replace everything with `snapshot` (b"" = empty); SnapshotFormatError if unreadable,
+        TypeError if not bytes (the keys and values are built from it)."""
         if not snapshot:
             self.data = {}
             self.sessions = {}
