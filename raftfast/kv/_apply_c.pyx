@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""Compiled `apply_batch`, `apply_runs` and `scan_writes`: the twin of `_apply_py`, same
-results and errors.
+"""Compiled `apply_batch`, `apply_runs`, `scan_writes`, `snapshot_state` and `restore_state`:
+the twin of `_apply_py`, same results and errors.
 
 The request heads are read straight from the batch bytes; keys and values are built with one
 allocation each, and response frames are written into one C buffer (`apply_runs`: one bytes
@@ -14,11 +14,12 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport PyObject
 from libc.stdint cimport UINT32_MAX, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from raftfast.kv._wire cimport put_u32, put_u64, u16, u32, u64
 
 import struct
 
+from .errors import SnapshotFormatError
 from .protocol import Op, Status
 
 OK = (int(Status.OK), b"")
@@ -462,3 +463,92 @@ def snapshot_state(data, sessions):
     if i != n or kat != kend or vat != vend or at != total:  # a safety net, as above
         raise RuntimeError("snapshot: the store changed while it was written")
     return out
+
+
+cdef object _truncated(Py_ssize_t pos, Py_ssize_t size, Py_ssize_t end):
+    """The pure twin's error for a head that `struct.unpack_from` finds cut short."""
+    return SnapshotFormatError(f"truncated snapshot: unpack_from requires a buffer of at least {pos + size} "
+                               f"bytes for unpacking {size} bytes at offset {pos} (actual buffer size is {end})")
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def restore_state(snapshot):
+    """`KVStore.restore` of a non-empty snapshot: (data, sessions) as `snapshot_state` took
+    them, in the snapshot's order; a key, client id or seq written twice keeps its first place
+    and its last value. The same results and errors as `_apply_py`.
+
+    The bytes come off the network: every count and length is checked against what is left of
+    the buffer before anything is read or allocated for it."""
+    cdef const uint8_t* buf
+    cdef Py_ssize_t end, pos, n, i, lat, kat, vat, klen, vlen
+    cdef uint64_t nkeys, nsessions, c, nresults, r, cid, floor, seq, left, total, kbytes = 0
+    cdef uint32_t size
+    cdef uint8_t status
+    cdef dict data = {}
+    cdef dict sessions = {}
+    cdef dict results
+    if not isinstance(snapshot, bytes):
+        raise TypeError(f"restore: the snapshot must be bytes, not {type(snapshot).__name__}")
+    buf = <const uint8_t*>PyBytes_AS_STRING(snapshot)
+    end = PyBytes_GET_SIZE(snapshot)
+    if end < SNAPSHOT_HEAD:
+        raise _truncated(0, SNAPSHOT_HEAD, end)
+    if memcmp(buf, b"RFKV", 4) != 0 or buf[4] != 1:
+        raise SnapshotFormatError("not a version 1 KV snapshot")
+    nkeys = u64(buf + 5)
+    nsessions = u64(buf + 13)
+    pos = SNAPSHOT_HEAD
+    if nkeys > <uint64_t>((end - pos) // 8):  # 8 * nkeys > what is left, without overflow
+        raise SnapshotFormatError("truncated key table")
+    n = <Py_ssize_t>nkeys
+    lat = pos
+    pos += 8 * n
+    # the keys' total, then the values': checked as they grow, so they cannot overflow
+    left = <uint64_t>(end - pos)
+    total = 0
+    for i in range(2 * n):
+        if i == n:
+            kbytes = total
+        total += u32(buf + lat + 4 * i)
+        if total > left:
+            raise SnapshotFormatError("truncated keys and values")
+    kat = pos
+    vat = pos + <Py_ssize_t>kbytes
+    pos += <Py_ssize_t>total
+    for i in range(n):
+        klen = u32(buf + lat + 4 * i)
+        vlen = u32(buf + lat + 4 * (n + i))
+        data[PyBytes_FromStringAndSize(<const char*>buf + kat, klen)] = \
+            PyBytes_FromStringAndSize(<const char*>buf + vat, vlen)
+        kat += klen
+        vat += vlen
+    # every session takes at least its head: a count beyond the bytes left ends at the first
+    # missing head, as in the pure twin
+    c = 0
+    while c < nsessions:
+        if end - pos < SESSION_HEAD:
+            raise _truncated(pos, SESSION_HEAD, end)
+        cid = u64(buf + pos)
+        floor = u64(buf + pos + 8)
+        nresults = u32(buf + pos + 16)
+        pos += SESSION_HEAD
+        results = {}
+        r = 0
+        while r < nresults:
+            if end - pos < RESULT_HEAD:
+                raise _truncated(pos, RESULT_HEAD, end)
+            seq = u64(buf + pos)
+            status = buf[pos + 8]
+            size = u32(buf + pos + 9)
+            pos += RESULT_HEAD
+            if size > <uint64_t>(end - pos):
+                raise SnapshotFormatError("truncated session result")
+            results[seq] = (status, PyBytes_FromStringAndSize(<const char*>buf + pos, size))
+            pos += size
+            r += 1
+        sessions[cid] = [floor, results]
+        c += 1
+    if pos != end:
+        raise SnapshotFormatError(f"{end - pos} trailing bytes")
+    return data, sessions

@@ -4,8 +4,9 @@
 over the store's dicts (see `raftfast.kv.store`): the one loop every replica runs for every
 write; `apply_runs` is the same with the responses joined per run of requests (what a leader
 writes to each connection). `scan_writes(data, pos, max_request)` is the leader's check of
-arriving write frames. `snapshot_state(data, sessions)` is `KVStore.snapshot`. All have a
-compiled twin with the same results and errors.
+arriving write frames. `snapshot_state(data, sessions)` is `KVStore.snapshot`, and
+`restore_state(snapshot)` reads it back for `KVStore.restore`. All have a compiled twin with the
+same results and errors.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from itertools import accumulate
 from typing import Dict, List, Optional, Tuple
 
+from .errors import SnapshotFormatError
 from .protocol import BATCH_TAG, NO_VALUE, REQUEST, RESPONSE, Op, Status
 
-__all__ = ["OK", "CAS_FAILED", "STALE", "apply_batch", "apply_runs", "scan_writes", "snapshot_state"]
+__all__ = ["OK", "CAS_FAILED", "STALE", "apply_batch", "apply_runs", "restore_state", "scan_writes", "snapshot_state"]
 
 Result = Tuple[int, bytes]
 
@@ -251,3 +254,58 @@ def snapshot_state(data: Dict[bytes, bytes], sessions: Dict[int, list]) -> bytes
             append(result_head(seq, status, len(body)))
             append(body)
     return b"".join(parts)
+
+
+def restore_state(snapshot: bytes) -> Tuple[Dict[bytes, bytes], Dict[int, list]]:
+    """`KVStore.restore` of a non-empty snapshot: (data, sessions) as `snapshot_state` took
+    them, in the snapshot's order. A key written twice keeps its first place and its last
+    value, as does a client id, and a seq within a session.
+
+    TypeError unless `snapshot` is bytes; SnapshotFormatError for anything but the snapshot
+    format (b"" included: `KVStore.restore` handles the empty store), found before anything
+    its counts or lengths claim is allocated."""
+    if not isinstance(snapshot, bytes):
+        raise TypeError(f"restore: the snapshot must be bytes, not {type(snapshot).__name__}")
+    view = memoryview(snapshot)
+    try:
+        magic, version, nkeys, nsessions = _SNAPSHOT_HEAD.unpack_from(view)
+        if magic != b"RFKV" or version != 1:
+            raise SnapshotFormatError("not a version 1 KV snapshot")
+        pos = _SNAPSHOT_HEAD.size
+        if 8 * nkeys > len(view) - pos:  # before frombytes, which refuses a partial length
+            raise SnapshotFormatError("truncated key table")
+        lens = array("I")
+        lens.frombytes(view[pos : pos + 8 * nkeys])
+        if sys.byteorder == "big":
+            lens.byteswap()
+        pos += 8 * nkeys
+        klens, vlens = lens[:nkeys], lens[nkeys:]
+        kbytes, vbytes = sum(klens), sum(vlens)
+        if pos + kbytes + vbytes > len(view):
+            raise SnapshotFormatError("truncated keys and values")
+        keys = _split(snapshot, pos, klens)
+        values = _split(snapshot, pos + kbytes, vlens)
+        pos += kbytes + vbytes
+        sessions: Dict[int, list] = {}
+        for _ in range(nsessions):
+            cid, floor, nresults = _SESSION_HEAD.unpack_from(view, pos)
+            pos += _SESSION_HEAD.size
+            results: Dict[int, Result] = {}
+            for _ in range(nresults):
+                seq, status, size = _RESULT_HEAD.unpack_from(view, pos)
+                pos += _RESULT_HEAD.size
+                if pos + size > len(view):
+                    raise SnapshotFormatError("truncated session result")
+                results[seq] = (status, snapshot[pos : pos + size])
+                pos += size
+            sessions[cid] = [floor, results]
+        if pos != len(view):
+            raise SnapshotFormatError(f"{len(view) - pos} trailing bytes")
+    except struct.error as exc:
+        raise SnapshotFormatError(f"truncated snapshot: {exc}") from None
+    return dict(zip(keys, values)), sessions
+
+
+def _split(buffer: bytes, start: int, lengths: array) -> List[bytes]:
+    ends = list(accumulate(lengths, initial=start))
+    return [buffer[a:b] for a, b in zip(ends, ends[1:])]

@@ -52,9 +52,10 @@ from .protocol import (
     encode_response,
 )
 from ._apply import scan_writes
+from .errors import SnapshotFormatError
 from .gate import AuthGate, ClientPortSecurity
 from .limits import MAX_PENDING, REQUEST_TIMEOUT, ClientLimits
-from .store import KVStore, SnapshotFormatError
+from .store import KVStore
 
 __all__ = ["KVService"]
 

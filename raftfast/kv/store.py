@@ -10,31 +10,20 @@ client still awaits). The session table is part of the snapshot and is bounded: 
 from __future__ import annotations
 
 import hashlib
-import struct
-import sys
-from array import array
-from itertools import accumulate
 from typing import Dict, List, Optional, Tuple
 
-from ._apply import apply_batch, apply_runs, snapshot_state
+from ._apply import apply_batch, apply_runs, restore_state, snapshot_state
+from .errors import SnapshotFormatError
 
 __all__ = ["KVStore", "Result", "SnapshotFormatError"]
 
 Result = Tuple[int, bytes]
 """(status, body) of an applied write."""
 
-_SNAPSHOT_MAGIC = b"RFKV"
-_SNAPSHOT_VERSION = 1
-# The snapshot: the head, every key's length then every value's (little-endian uint32), the
-# keys, the values, then each session (head, then each result: head and body). Written by
-# `snapshot_state` (`_apply_py`/`_apply_c`), read by `KVStore.restore`.
-_SNAPSHOT_HEAD = struct.Struct("<4sBQQ")  # magic, version, #keys, #sessions
-_SESSION_HEAD = struct.Struct("<QQI")  # client id, floor, #results
-_RESULT_HEAD = struct.Struct("<QBI")  # seq, status, body length
-
-
-class SnapshotFormatError(ValueError):
-    """Snapshot bytes that this version cannot read."""
+# The snapshot: the head (<4sBQQ: b"RFKV", version 1, #keys, #sessions), every key's length
+# then every value's (little-endian uint32), the keys, the values, then each session (head
+# <QQI: client id, floor, #results; then each result: head <QBI: seq, status, body length, and
+# body). Written by `snapshot_state`, read by `restore_state` (`_apply_py`/`_apply_c`).
 
 
 class KVStore:
@@ -81,52 +70,10 @@ class KVStore:
         return snapshot_state(self.data, self.sessions)
 
     def restore(self, snapshot: bytes) -> None:
-        """Replace everything with `snapshot` (b"" = empty); SnapshotFormatError if unreadable."""
+        """Replace everything with `snapshot` (b"" = empty); SnapshotFormatError if unreadable,
+        TypeError if not bytes (the keys and values are built from it)."""
         if not snapshot:
             self.data = {}
             self.sessions = {}
             return
-        view = memoryview(snapshot)
-        try:
-            magic, version, nkeys, nsessions = _SNAPSHOT_HEAD.unpack_from(view)
-            if magic != _SNAPSHOT_MAGIC or version != _SNAPSHOT_VERSION:
-                raise SnapshotFormatError(f"not a version {_SNAPSHOT_VERSION} KV snapshot")
-            pos = _SNAPSHOT_HEAD.size
-            lens = array("I")
-            lens.frombytes(view[pos : pos + 8 * nkeys])
-            if len(lens) != 2 * nkeys:
-                raise SnapshotFormatError("truncated key table")
-            if sys.byteorder == "big":
-                lens.byteswap()
-            pos += 8 * nkeys
-            klens, vlens = lens[:nkeys], lens[nkeys:]
-            kbytes, vbytes = sum(klens), sum(vlens)
-            if pos + kbytes + vbytes > len(view):
-                raise SnapshotFormatError("truncated keys and values")
-            keys = _split(snapshot, pos, klens)
-            values = _split(snapshot, pos + kbytes, vlens)
-            pos += kbytes + vbytes
-            sessions: Dict[int, list] = {}
-            for _ in range(nsessions):
-                cid, floor, nresults = _SESSION_HEAD.unpack_from(view, pos)
-                pos += _SESSION_HEAD.size
-                results: Dict[int, Result] = {}
-                for _ in range(nresults):
-                    seq, status, size = _RESULT_HEAD.unpack_from(view, pos)
-                    pos += _RESULT_HEAD.size
-                    if pos + size > len(view):
-                        raise SnapshotFormatError("truncated session result")
-                    results[seq] = (status, snapshot[pos : pos + size])
-                    pos += size
-                sessions[cid] = [floor, results]
-            if pos != len(view):
-                raise SnapshotFormatError(f"{len(view) - pos} trailing bytes")
-        except struct.error as exc:
-            raise SnapshotFormatError(f"truncated snapshot: {exc}") from None
-        self.data = dict(zip(keys, values))
-        self.sessions = sessions
-
-
-def _split(buffer: bytes, start: int, lengths: array) -> List[bytes]:
-    ends = list(accumulate(lengths, initial=start))
-    return [buffer[a:b] for a, b in zip(ends, ends[1:])]
+        self.data, self.sessions = restore_state(snapshot)
