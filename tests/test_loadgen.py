@@ -110,7 +110,7 @@ def test_writes_beyond_the_cap_wait_and_keep_their_scheduled_time(clock):
         clock[0] = START + 4 * MS
         gen._issue(gen.schedule.due(clock[0]))  # 5 due, 2 may be in flight
         assert writer.transport.requests() == [1, 2]
-        assert len(writer.backlog) == 3 and gen.held_back == 3
+        assert list(writer.backlog) == [(2, 1), (3, 1), (4, 1)] and gen.held_back == 3  # writes 2..4
         clock[0] = START + 20 * MS  # a stall: the first reply comes late
         _reply(writer, [1])
         assert writer.transport.requests() == [1, 2, 3]  # the freed slot goes to the oldest due write
@@ -127,8 +127,9 @@ def test_writes_beyond_the_cap_wait_and_keep_their_scheduled_time(clock):
 def test_due_writes_are_spread_over_the_clients_in_bursts(clock):
     async def body():
         gen = _open_loop(clients=3, depth=4, rate=1000.0)  # bursts of depth/2 = 2
-        clock[0] = START + 9 * MS
-        gen._issue(gen.schedule.due(clock[0]))  # 10 writes
+        for ms in range(10):  # a wakeup per write due
+            clock[0] = START + ms * MS
+            gen._issue(gen.schedule.due(clock[0]))
         assert [len(w.inflight) for w in gen.writers] == [4, 4, 2]
         first = sorted(gen.writers[0].inflight.values())
         assert first == [START, START + MS, START + 6 * MS, START + 7 * MS]
