@@ -354,23 +354,29 @@ class _Generator:
             await asyncio.sleep(_TICK)
 
     def _issue(self, upto: int) -> None:
-        """Hand writes issued..upto-1 to the clients in turn, `burst` consecutive writes each."""
+        """Hand writes issued..upto-1 to the clients in turn, `burst` consecutive writes each,
+        or after a late wakeup, when more than that per client fell due, one longer run each:
+        the same due writes, one write() per client instead of several back to back."""
         i = self.issued
         if upto <= i:
             return
         if self.measuring:
             self.pacer_lag.append(time.perf_counter_ns() - self.schedule.time_of(i))  # type: ignore[union-attr]
         writers = self.writers
-        burst = self.burst
+        clients = len(writers)
         turn, used = self.turn, self.turn_used
+        burst = max(self.burst, -(-(upto - i + used) // clients))  # reaches no client twice
         while i < upto:
             take = min(upto - i, burst - used)
             writers[turn].offer(i, take)  # type: ignore[union-attr]
             i += take
             used += take
             if used == burst:
-                turn = turn + 1 if turn + 1 < len(writers) else 0
+                turn = turn + 1 if turn + 1 < clients else 0
                 used = 0
+        if used >= self.burst:  # a longer run's client has had its burst
+            turn = turn + 1 if turn + 1 < clients else 0
+            used = 0
         self.issued, self.turn, self.turn_used = i, turn, used
 
     async def _drain(self, started_ns: int, ended_ns: int) -> int:
