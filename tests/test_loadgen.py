@@ -124,6 +124,20 @@ def test_writes_beyond_the_cap_wait_and_keep_their_scheduled_time(clock):
     asyncio.run(body())
 
 
+def test_only_writes_due_in_the_window_count_as_held_back(clock):
+    async def body():
+        gen = _open_loop(clients=1, depth=2, rate=1000.0)
+        gen.window = (START + 3 * MS, loadgen._NEVER)  # the window opens at write 3
+        clock[0] = START + 5 * MS
+        gen._issue(gen.schedule.due(clock[0]))  # writes 0..5: 0 and 1 sent, 2..5 held back
+        assert list(gen.writers[0].backlog) == [(2, 4)] and gen.held_back == 3
+        clock[0] = START + 7 * MS
+        gen._issue(gen.schedule.due(clock[0]))  # writes 6 and 7, all in the window
+        assert gen.held_back == 5
+
+    asyncio.run(body())
+
+
 def test_due_writes_are_spread_over_the_clients_in_bursts(clock):
     async def body():
         gen = _open_loop(clients=3, depth=4, rate=1000.0)  # bursts of depth/2 = 2

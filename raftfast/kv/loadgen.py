@@ -196,8 +196,11 @@ class _Writer(asyncio.Protocol):
             count -= room
         self.backlog.append((first, count))
         if gen.measuring:  # count the window's writes only (stamps ascend with the index)
-            gen.held_back += count - bisect_left(range(first, first + count), gen.window[0],
-                                                 key=gen.schedule.time_of)  # type: ignore[union-attr]
+            lo = gen.window[0]
+            time_of = gen.schedule.time_of  # type: ignore[union-attr]
+            # the run is in the window but when it straddles its start: one stamp, not a search
+            gen.held_back += count if time_of(first) >= lo else count - bisect_left(range(first, first + count), lo,
+                                                                                    key=time_of)
 
     def send_backlog(self) -> None:
         """Open loop: as many of the backlog's writes as the in-flight cap has room for, oldest
