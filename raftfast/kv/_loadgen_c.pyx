@@ -4,8 +4,8 @@ errors.
 
 A run of requests is written straight into one bytes object (no object per request), and
 the open loop's stamps are computed and put in flight here (no list of them); the responses
-are read straight from the buffer, and latencies are appended to the array a batch at a time. The stamps in flight stay in the writer's dict (the open loop and the reconnect read
-it).
+are read straight from the buffer, and latencies are appended to the array a batch at a time.
+The stamps in flight stay in the writer's dict (the open loop and the reconnect read it).
 """
 
 cimport cython
@@ -62,7 +62,7 @@ def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, co
     nothing is put in flight."""
     cdef Py_ssize_t nkeys = PyList_GET_SIZE(tails), n, i, k, size = 0, tlen
     cdef uint64_t cid, seq, ack_
-    cdef int64_t first, start_
+    cdef int64_t first, start_, stamp
     cdef double step, last
     cdef bytes out
     cdef uint8_t* p
@@ -135,7 +135,8 @@ def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, co
     if inflight is not None:
         seq = first_seq if n else 0
         for i in range(n):
-            (<dict>inflight)[PyLong_FromUnsignedLongLong(seq + <uint64_t>i)] = start_ + <int64_t>(<double>(first + i) * step)
+            stamp = start_ + <int64_t>(<double>(first + i) * step)
+            (<dict>inflight)[PyLong_FromUnsignedLongLong(seq + <uint64_t>i)] = stamp
     return out, k
 
 

@@ -148,10 +148,10 @@ class _Writer(asyncio.Protocol):
         self.next_seq = seq + count
         inflight = self.inflight
         gen = self.gen
-        schedule = gen.schedule
+        schedule: Schedule = gen.schedule  # type: ignore[assignment]
         data, gen.key_cursor = encode_puts(gen.tails, gen.key_cursor, self.client_id, seq, count,
-                                           next(iter(inflight), seq), inflight, schedule.start_ns,  # type: ignore[union-attr]
-                                           schedule.interval_ns, first)  # type: ignore[union-attr]
+                                           next(iter(inflight), seq), inflight, schedule.start_ns,
+                                           schedule.interval_ns, first)
         return data
 
     def take_over(self, old: "_Writer") -> None:
