@@ -270,8 +270,10 @@ class KVApplyBatch(_Twin):
 
 
 class LoadgenKernel(_Twin):
-    """encode_puts of one send of 256 puts (64-byte values); parse_responses of the 256 OK
-    responses to them, each stamp popped from a fresh in-flight dict and its latency kept."""
+    """encode_puts of one send of 256 puts (64-byte values), and of the open loop's, which also
+    puts them in flight with their scheduled stamps (the same seqs each call: overwritten);
+    parse_responses of the 256 OK responses to them, each stamp popped from a fresh in-flight
+    dict and its latency kept."""
 
     number = 1  # parse_responses empties the dict it is given
 
@@ -285,10 +287,14 @@ class LoadgenKernel(_Twin):
         self.tails = [struct.pack("<HII", 12, len(VALUE), NO_VALUE) + b"key-%08d" % i + VALUE for i in range(1000)]
         self.responses = b"".join(encode_response(seq, Status.OK) for seq in range(1, BATCH + 1))
         self.inflight = dict.fromkeys(range(1, BATCH + 1), 1_000)
+        self.stamped: dict = {}
         self.latencies = array("q")
 
     def time_encode_puts(self, twin):
         self.kernel.encode_puts(self.tails, 0, 7, 1, BATCH, 1)
+
+    def time_encode_puts_in_flight(self, twin):
+        self.kernel.encode_puts(self.tails, 0, 7, 1, BATCH, 1, self.stamped, 10**18, 1e9 / 150_000, 1 << 30)
 
     def time_parse_responses(self, twin):
         self.kernel.parse_responses(self.responses, 0, BATCH + 1, self.inflight, 5_000, 0, 1 << 63, self.latencies)

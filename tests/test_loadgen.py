@@ -110,7 +110,7 @@ def test_writes_beyond_the_cap_wait_and_keep_their_scheduled_time(clock):
         clock[0] = START + 4 * MS
         gen._issue(gen.schedule.due(clock[0]))  # 5 due, 2 may be in flight
         assert writer.transport.requests() == [1, 2]
-        assert len(writer.backlog) == 3 and gen.held_back == 3
+        assert list(writer.backlog) == [(2, 3)] and gen.held_back == 3  # writes 2..4, one run
         clock[0] = START + 20 * MS  # a stall: the first reply comes late
         _reply(writer, [1])
         assert writer.transport.requests() == [1, 2, 3]  # the freed slot goes to the oldest due write
@@ -124,14 +124,50 @@ def test_writes_beyond_the_cap_wait_and_keep_their_scheduled_time(clock):
     asyncio.run(body())
 
 
+def test_only_writes_due_in_the_window_count_as_held_back(clock):
+    async def body():
+        gen = _open_loop(clients=1, depth=2, rate=1000.0)
+        gen.window = (START + 3 * MS, loadgen._NEVER)  # the window opens at write 3
+        clock[0] = START + 5 * MS
+        gen._issue(gen.schedule.due(clock[0]))  # writes 0..5: 0 and 1 sent, 2..5 held back
+        assert list(gen.writers[0].backlog) == [(2, 4)] and gen.held_back == 3
+        clock[0] = START + 7 * MS
+        gen._issue(gen.schedule.due(clock[0]))  # writes 6 and 7, all in the window
+        assert gen.held_back == 5
+
+    asyncio.run(body())
+
+
 def test_due_writes_are_spread_over_the_clients_in_bursts(clock):
     async def body():
         gen = _open_loop(clients=3, depth=4, rate=1000.0)  # bursts of depth/2 = 2
-        clock[0] = START + 9 * MS
-        gen._issue(gen.schedule.due(clock[0]))  # 10 writes
+        for ms in range(10):  # a wakeup per write due
+            clock[0] = START + ms * MS
+            gen._issue(gen.schedule.due(clock[0]))
         assert [len(w.inflight) for w in gen.writers] == [4, 4, 2]
         first = sorted(gen.writers[0].inflight.values())
         assert first == [START, START + MS, START + 6 * MS, START + 7 * MS]
+        assert gen.held_back == 0
+
+    asyncio.run(body())
+
+
+def test_a_late_wakeup_gives_each_client_one_run(clock):
+    """More than a burst per client due at once: each client gets one run of consecutive
+    writes in one write(), not several bursts back to back; then the turns go on as before."""
+    async def body():
+        gen = _open_loop(clients=3, depth=8, rate=1000.0)  # bursts of 4
+        gen._issue(gen.schedule.due(START))  # on time: write 0 to client 0
+        clock[0] = START + 13 * MS  # 13 more due: 1 + 13 over 3 clients, at most 5 each
+        gen._issue(gen.schedule.due(clock[0]))
+        assert [len(w.transport.sent) for w in gen.writers] == [2, 1, 1]
+        assert [sorted(w.inflight.values()) for w in gen.writers] == [
+            [START + i * MS for i in range(0, 5)], [START + i * MS for i in range(5, 10)],
+            [START + i * MS for i in range(10, 14)]]
+        assert (gen.turn, gen.turn_used) == (0, 0)  # client 2 had more than its burst
+        clock[0] = START + 14 * MS
+        gen._issue(gen.schedule.due(clock[0]))
+        assert gen.writers[0].inflight[6] == START + 14 * MS
         assert gen.held_back == 0
 
     asyncio.run(body())

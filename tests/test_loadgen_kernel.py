@@ -1,20 +1,24 @@
 """The load generator's kernel (`raftfast.kv._loadgen`): the pure twin builds the requests the
-protocol defines, and the compiled twin (skipped when not built) gives byte-identical requests
-and the same parse results, in-flight stamps, latencies and errors as the pure one, on random
-runs of puts and random response streams cut at random places; and neither reads past a frame
-whose length lies."""
+protocol defines and stamps the open loop's writes with their scheduled times, and the compiled
+twin (skipped when not built) gives byte-identical requests and the same stamps put in flight,
+parse results, in-flight stamps, latencies and errors as the pure one, on random runs of puts
+(random stamp arguments too, bad ones included) and random response streams cut at random
+places; and neither reads past a frame whose length lies."""
 
 from __future__ import annotations
 
 import importlib
+import math
 import struct
 from array import array
+from collections import OrderedDict
 from typing import Dict, List, Tuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raftfast.kv.loadgen import Schedule
 from raftfast.kv.protocol import NO_VALUE, RESPONSE, Op, Status, encode_not_leader, encode_request, encode_response
 
 PURE = importlib.import_module("raftfast.kv._loadgen_py")
@@ -72,6 +76,37 @@ def test_the_pure_twin_encodes_what_the_protocol_defines(keys, value, data, coun
     assert after == (cursor + count) % len(keys)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1.0, 1e7), st.integers(-(1 << 62), 1 << 62), st.one_of(st.integers(0, 1000), st.integers(0, 1 << 32)),
+       st.integers(0, 40), st.integers(1, 1 << 40))
+def test_the_pure_twin_puts_writes_in_flight_at_their_scheduled_times(rate, start, first_index, count, first_seq):
+    tails = [_tail(b"k%d" % i, b"v") for i in range(3)]
+    schedule = Schedule(rate, start)
+    inflight = {0: 5}
+    out = PURE.encode_puts(tails, 1, 9, first_seq, count, 0, inflight, start, schedule.interval_ns, first_index)
+    assert out == PURE.encode_puts(tails, 1, 9, first_seq, count, 0)  # the same requests
+    assert inflight == {0: 5, **{first_seq + i: schedule.time_of(first_index + i) for i in range(count)}}
+    assert list(inflight) == [0, *range(first_seq, first_seq + count)]  # in seq order, after the ones there
+
+
+INT64 = 1 << 63
+
+
+def _mostly(good, *others):
+    """Mostly `good` (so that runs do get put in flight), else one of `others`."""
+    return st.one_of(good, good, good, st.one_of(*others))
+
+
+inflight_st = _mostly(st.dictionaries(st.integers(0, 30), st.integers(-5, 5), max_size=4),
+                      st.none(), st.sampled_from([[], (), OrderedDict()]))
+start_st = _mostly(st.integers(-(1 << 62), 1 << 62), st.integers(-INT64 - 3, -INT64 + 3),
+                   st.integers(INT64 - 2000, INT64 + 3), st.sampled_from([1.0, None, "1"]))
+interval_st = _mostly(st.one_of(st.floats(0, 1e4), st.floats(0, 1e6)), st.floats(1e17, 1e19), st.floats(),
+                      st.integers(-3, 1 << 70), st.integers(1 << 1023, 1 << 1030), st.sampled_from([None, "1.0", 1j]))
+first_index_st = _mostly(st.one_of(st.integers(0, 100), st.integers(0, 1 << 32)),
+                         st.integers((1 << 53) - 30, (1 << 53) + 5), st.integers(-3, -1), st.sampled_from([2.0, None]))
+
+
 @needs_compiled
 @settings(max_examples=400, deadline=None)
 @given(keys_st, st.binary(max_size=20), st.integers(-2, 8), st.integers(-2, 25), seq_st,
@@ -80,6 +115,37 @@ def test_encode_twins_agree(keys, value, cursor, count, first_seq, cid, ack):
     tails = [_tail(k, value) for k in keys]
     args = (tails, cursor, cid, first_seq, count, ack)
     assert _outcome(COMPILED.encode_puts, *args) == _outcome(PURE.encode_puts, *args)
+
+
+def _put_in_flight_alike(cursor, count, first_seq, inflight, start, interval, first_index):
+    """Both twins: the same result or error, the same stamps put in flight (in the same order),
+    and nothing put in flight on an error."""
+    tails = [_tail(b"k%d" % i, b"v") for i in range(2)]
+    copies = [type(inflight)(inflight) if inflight is not None else None for _ in TWINS]
+    outcomes = [_outcome(twin.encode_puts, tails, cursor, 7, first_seq, count, 1, copy, start, interval, first_index)
+                for twin, copy in zip(TWINS, copies)]
+    assert outcomes[0] == outcomes[1]
+    assert copies[0] == copies[1] and (copies[0] is None or list(copies[0]) == list(copies[1]))
+    if not isinstance(outcomes[0], tuple):
+        assert copies[0] == inflight
+
+
+@needs_compiled
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 1), st.integers(0, 25), st.integers(0, SEQS - 26), st.dictionaries(st.integers(0, 30),
+       st.integers(-5, 5), max_size=4), st.integers(-(1 << 62), 1 << 62),
+       st.one_of(st.floats(0, 1e6), st.integers(0, 10 ** 6)), st.integers(0, 1 << 32))
+def test_encode_twins_put_the_same_writes_in_flight(cursor, count, first_seq, inflight, start, interval, first_index):
+    _put_in_flight_alike(cursor, count, first_seq, inflight, start, interval, first_index)
+
+
+@needs_compiled
+@settings(max_examples=1000, deadline=None)
+@given(_mostly(st.integers(0, 1), st.integers(-1, 2)), _mostly(st.integers(0, 25), st.integers(-2, -1)), seq_st,
+       inflight_st, start_st, interval_st, first_index_st)
+def test_encode_twins_agree_on_any_stamp_arguments(cursor, count, first_seq, inflight, start, interval, first_index):
+    """Bad ones too, and stamps at the edges of int64, write indexes at the edge of 2^53."""
+    _put_in_flight_alike(cursor, count, first_seq, inflight, start, interval, first_index)
 
 
 @twins
@@ -93,6 +159,34 @@ def test_encode_refuses_bad_arguments(twin):
     with pytest.raises(TypeError):
         twin.encode_puts([tails[0], "not bytes"], 0, 1, 1, 2, 1)
     assert twin.encode_puts(tails, 0, 1, SEQS, 0, 1) == (b"", 0)  # an empty run may start anywhere
+
+
+@twins
+def test_encode_refuses_bad_stamp_arguments_and_puts_nothing_in_flight(twin):
+    tails = [_tail(b"k", b"v")]
+    inflight = {7: 1}
+    good = dict(inflight=inflight, start=0, interval=1.0, first_index=0)
+    for bad, error in ((dict(inflight=[]), TypeError), (dict(inflight=OrderedDict()), TypeError),
+                       (dict(start=1.0), TypeError), (dict(start=None), TypeError),
+                       (dict(start=INT64), ValueError), (dict(start=-INT64 - 1), ValueError),
+                       (dict(interval="1"), TypeError), (dict(interval=None), TypeError),
+                       (dict(interval=-1.0), ValueError), (dict(interval=math.nan), ValueError),
+                       (dict(interval=math.inf), ValueError), (dict(interval=1 << 1100), OverflowError),
+                       (dict(first_index=1.0), TypeError), (dict(first_index=-1), ValueError),
+                       (dict(first_index=(1 << 53) - 2), ValueError),  # writes up to 2^53 + 1
+                       (dict(start=INT64 - 3, interval=1.5), ValueError),  # the last stamp is 2^63
+                       (dict(interval=2.0 ** 62, first_index=0), ValueError)):  # its offset is 2^63
+        with pytest.raises(error):
+            twin.encode_puts(tails, 0, 1, 1, 3, 1, **{**good, **bad})
+        assert inflight == {7: 1}
+    # the edges that fit: write indexes up to 2^53 - 1, the last stamp 2^63 - 1, the first -2^63
+    twin.encode_puts(tails, 0, 1, 1, 3, 1, inflight, 5, 1.0, (1 << 53) - 3)
+    assert inflight == {7: 1, 1: (1 << 53) + 2, 2: (1 << 53) + 3, 3: (1 << 53) + 4}
+    inflight = {}
+    twin.encode_puts(tails, 0, 1, 1, 3, 1, inflight, INT64 - 3, 1.0, 0)
+    assert inflight == {1: INT64 - 3, 2: INT64 - 2, 3: INT64 - 1}
+    twin.encode_puts(tails, 0, 1, 4, 1, 1, inflight, -INT64, 0.0, 0)
+    assert inflight[4] == -INT64
 
 
 # A response stream: frames for seqs in flight (or not), in any status, maybe a NOT_LEADER or a

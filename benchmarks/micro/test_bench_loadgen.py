@@ -1,6 +1,7 @@
 """The load generator's kernel (`raftfast.kv._loadgen_py` / `_loadgen_c`): encoding one send
-of 256 puts (64-byte values, the keys of `raftfast bench`), and reading the 256 OK responses
-to them, each stamp popped and its latency recorded."""
+of 256 puts (64-byte values, the keys of `raftfast bench`), alone and (the open loop) put in
+flight with their scheduled stamps, and reading the 256 OK responses to them, each stamp popped
+and its latency recorded."""
 
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ def test_encode_puts(benchmark, twin):
     benchmark.group = f"loadgen encode_puts {COUNT} puts"
     benchmark.extra_info["writes"] = COUNT
     data, cursor = benchmark(encode_puts, TAILS, 990, 7, FIRST - 8, COUNT, FIRST - 8)
+    assert cursor == (990 + COUNT) % len(TAILS) and len(data) == sum(33 + len(TAILS[0]) for _ in range(COUNT))
+
+
+def test_encode_puts_in_flight(benchmark, twin):
+    encode_puts = twin_module("kv._loadgen", twin).encode_puts
+    benchmark.group = f"loadgen encode_puts {COUNT} puts, put in flight with scheduled stamps"
+    benchmark.extra_info["writes"] = COUNT
+    interval = 1e9 / 150_000
+
+    def setup():
+        return (TAILS, 990, 7, FIRST - 8, COUNT, FIRST - 8, {}, 10**18, interval, 1 << 30), {}
+
+    data, cursor = benchmark.pedantic(encode_puts, setup=setup, rounds=2000)
     assert cursor == (990 + COUNT) % len(TAILS) and len(data) == sum(33 + len(TAILS[0]) for _ in range(COUNT))
 
 

@@ -2,10 +2,10 @@
 """Compiled `encode_puts` and `parse_responses`: the twin of `_loadgen_py`, same results and
 errors.
 
-A run of requests is written straight into one bytes object (no object per request); the
-responses are read straight from the buffer, and latencies are appended to the array a batch
-at a time. The stamps in flight stay in the writer's dict (the open loop and the reconnect read
-it).
+A run of requests is written straight into one bytes object (no object per request), and
+the open loop's stamps are computed and put in flight here (no list of them); the responses
+are read straight from the buffer, and latencies are appended to the array a batch at a time.
+The stamps in flight stay in the writer's dict (the open loop and the reconnect read it).
 """
 
 cimport cython
@@ -14,11 +14,13 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringA
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from libc.math cimport INFINITY
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from raftfast.kv._wire cimport put_u32, put_u64, u32
 
 import struct
+from operator import index
 
 from .protocol import Op, Status
 
@@ -41,16 +43,27 @@ cdef uint32_t _MAX_RESPONSE = MAX_RESPONSE
 cdef int _MALFORMED = MALFORMED
 cdef int _NOT_LEADER = NOT_LEADER
 cdef object _SEQS = 1 << 64
+cdef object _INDEXES = 1 << 53  # write indexes are exact as doubles below this: both twins multiply alike
+cdef object _INT64 = 1 << 63
 
 
-def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, count, ack):
+def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, count, ack, inflight=None, start=0,
+                interval=0.0, first_index=0):
     """(requests, cursor after them): the put requests for seqs first_seq..first_seq+count-1,
     joined, the i-th for key `tails[(cursor + i) % len(tails)]`. A tail (bytes) is the end of a
     request head (key, value and expected lengths) followed by the key and the value; a
-    request's id is its seq's low 32 bits. ValueError for a cursor outside the tails, a negative
-    count, or a client id, seq or ack outside 0..2^64-1."""
+    request's id is its seq's low 32 bits. With `inflight` (a dict), the puts are also put in
+    flight: seq first_seq + i with the stamp `start + int((first_index + i) * interval)`, the
+    scheduled time of write first_index + i (`loadgen.Schedule.time_of`). ValueError for a
+    cursor outside the tails, a negative count, a client id, seq or ack outside 0..2^64-1, an
+    interval that is not finite and >= 0, write indexes outside 0..2^53, a start or a stamp
+    outside int64; TypeError for an inflight that is neither a dict nor None, a start or
+    first_index that is not an int, an interval that is not an int or float. On an error,
+    nothing is put in flight."""
     cdef Py_ssize_t nkeys = PyList_GET_SIZE(tails), n, i, k, size = 0, tlen
     cdef uint64_t cid, seq, ack_
+    cdef int64_t first, start_, stamp
+    cdef double step, last
     cdef bytes out
     cdef uint8_t* p
     cdef object tail
@@ -58,7 +71,26 @@ def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, co
         raise ValueError(f"encode_puts: cursor {cursor} outside {nkeys} tails")
     if count < 0 or not (0 <= client_id < _SEQS and 0 <= first_seq and first_seq + count <= _SEQS and 0 <= ack < _SEQS):
         raise ValueError("encode_puts: count, client id, seq or ack out of range")
+    if inflight is not None and type(inflight) is not dict:
+        raise TypeError(f"encode_puts: inflight is a {type(inflight).__name__}, not a dict")
+    start = index(start)
+    first_index = index(first_index)
+    if not isinstance(interval, (int, float)):
+        raise TypeError(f"encode_puts: interval is a {type(interval).__name__}, not a number")
+    step = float(interval)
+    if not 0.0 <= step < INFINITY:
+        raise ValueError(f"encode_puts: interval {step} is not a finite number >= 0")
+    if not (0 <= first_index and first_index + count <= _INDEXES and -_INT64 <= start < _INT64):
+        raise ValueError("encode_puts: write index or start out of range")
     n = count
+    first = first_index
+    start_ = start
+    # stamps ascend with the index: when the last fits in int64, so do the others, and every
+    # product is below 2^63, where the cast to int64 truncates as int() does
+    if n:
+        last = <double>(first + n - 1) * step
+        if last >= 9223372036854775808.0 or (start_ > 0 and <int64_t>last > INT64_MAX - start_):
+            raise ValueError("encode_puts: a stamp outside int64")
     cid = client_id
     ack_ = ack
     # first pass: check the tails and size the result
@@ -100,6 +132,11 @@ def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, co
         k = k + 1 if k + 1 < nkeys else 0
     if size:
         raise RuntimeError("encode_puts: the tails changed during the call")
+    if inflight is not None:
+        seq = first_seq if n else 0
+        for i in range(n):
+            stamp = start_ + <int64_t>(<double>(first + i) * step)
+            (<dict>inflight)[PyLong_FromUnsignedLongLong(seq + <uint64_t>i)] = stamp
     return out, k
 
 

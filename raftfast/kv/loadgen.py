@@ -28,7 +28,7 @@ from array import array
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from ..runtime.address import Address, parse_address
 from ..runtime.loop import run
@@ -115,9 +115,11 @@ class _Writer(asyncio.Protocol):
         self.transport: Optional[asyncio.Transport] = None
         self.buffer = b""
         self.next_seq = 1
-        # seq (= request id) -> stamp, ns: the send time (closed loop) or the scheduled time (open)
+        # seq (= request id) -> stamp, ns: the send time (closed loop) or the scheduled time (open).
+        # Seqs go in ascending and only leave, so its first key is the oldest in flight: the ack
         self.inflight: Dict[int, int] = {}
-        self.backlog: Deque[int] = deque()  # open loop: scheduled times of due writes not yet sent
+        # open loop: the due writes not yet sent, as runs (first write index, count) in schedule order
+        self.backlog: Deque[Tuple[int, int]] = deque()
         self.lost: asyncio.Future = asyncio.get_running_loop().create_future()
         self.redirect: Optional[Address] = None
 
@@ -128,22 +130,29 @@ class _Writer(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
-    def send(self, count: int, stamps: Optional[List[int]] = None) -> None:
-        """Send `count` new puts stamped now, or (open loop) one per scheduled time in `stamps`."""
-        if stamps is not None:
-            count = len(stamps)
+    def send(self, count: int) -> None:
+        """Closed loop: send `count` new puts, stamped once written."""
         seq = self.next_seq
         self.next_seq = seq + count
         inflight = self.inflight
         gen = self.gen
         data, gen.key_cursor = encode_puts(gen.tails, gen.key_cursor, self.client_id, seq, count,
-                                           min(inflight) if inflight else seq)
+                                           next(iter(inflight), seq))
         self.transport.write(data)  # type: ignore[union-attr]
-        seqs = range(seq, seq + count)
-        if stamps is None:
-            inflight.update(dict.fromkeys(seqs, time.perf_counter_ns()))
-        else:
-            inflight.update(zip(seqs, stamps))
+        inflight.update(dict.fromkeys(range(seq, seq + count), time.perf_counter_ns()))
+
+    def _due(self, first: int, count: int) -> bytes:
+        """Open loop: the puts of writes first..first+count-1, put in flight (by the kernel, no
+        list of stamps) with their scheduled times."""
+        seq = self.next_seq
+        self.next_seq = seq + count
+        inflight = self.inflight
+        gen = self.gen
+        schedule: Schedule = gen.schedule  # type: ignore[assignment]
+        data, gen.key_cursor = encode_puts(gen.tails, gen.key_cursor, self.client_id, seq, count,
+                                           next(iter(inflight), seq), inflight, schedule.start_ns,
+                                           schedule.interval_ns, first)
+        return data
 
     def take_over(self, old: "_Writer") -> None:
         """Carry the session of `old` (a lost connection) over to this one: the same seqs, its
@@ -168,30 +177,46 @@ class _Writer(asyncio.Protocol):
             self.transport.write(b"".join(out))  # type: ignore[union-attr]
         self.send_backlog()
 
-    def offer(self, stamps: List[int]) -> None:
-        """Open loop: send these due writes now as far as the in-flight cap allows; the rest wait
-        in the backlog (behind any already there, so writes go out in schedule order)."""
+    def offer(self, first: int, count: int) -> None:
+        """Open loop: send due writes first..first+count-1 now as far as the in-flight cap allows;
+        the rest wait in the backlog (behind any already there, so writes go out in schedule
+        order)."""
         transport = self.transport
+        gen = self.gen
         if self.backlog or transport is None or transport.is_closing():
             room = 0
         else:
-            room = self.gen.spec.depth - len(self.inflight)
-        if room >= len(stamps):
-            self.send(0, stamps)
+            room = gen.spec.depth - len(self.inflight)
+        if room >= count:
+            transport.write(self._due(first, count))  # type: ignore[union-attr]
             return
         if room > 0:
-            self.send(0, stamps[:room])
-            stamps = stamps[room:]
-        self.backlog.extend(stamps)
-        gen = self.gen
-        if gen.measuring:  # count the window's writes only (stamps ascend)
-            gen.held_back += len(stamps) - bisect_left(stamps, gen.window[0])
+            transport.write(self._due(first, room))  # type: ignore[union-attr]
+            first += room
+            count -= room
+        self.backlog.append((first, count))
+        if gen.measuring:  # count the window's writes only (stamps ascend with the index)
+            lo = gen.window[0]
+            time_of = gen.schedule.time_of  # type: ignore[union-attr]
+            # the run is in the window but when it straddles its start: one stamp, not a search
+            gen.held_back += count if time_of(first) >= lo else count - bisect_left(range(first, first + count), lo,
+                                                                                    key=time_of)
 
     def send_backlog(self) -> None:
+        """Open loop: as many of the backlog's writes as the in-flight cap has room for, oldest
+        first, in one write."""
         backlog = self.backlog
         room = self.gen.spec.depth - len(self.inflight)
-        if backlog and room > 0:
-            self.send(0, [backlog.popleft() for _ in range(min(room, len(backlog)))])
+        out = []
+        while backlog and room > 0:
+            first, count = backlog.popleft()
+            if count > room:
+                backlog.appendleft((first + room, count - room))
+                count = room
+            out.append(self._due(first, count))
+            room -= count
+        if out:
+            self.transport.write(b"".join(out))  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         if self.buffer:
@@ -332,24 +357,29 @@ class _Generator:
             await asyncio.sleep(_TICK)
 
     def _issue(self, upto: int) -> None:
-        """Hand writes issued..upto-1 to the clients in turn, `burst` consecutive writes each."""
+        """Hand writes issued..upto-1 to the clients in turn, `burst` consecutive writes each,
+        or after a late wakeup, when more than that per client fell due, one longer run each:
+        the same due writes, one write() per client instead of several back to back."""
         i = self.issued
         if upto <= i:
             return
-        time_of = self.schedule.time_of  # type: ignore[union-attr]
         if self.measuring:
-            self.pacer_lag.append(time.perf_counter_ns() - time_of(i))
+            self.pacer_lag.append(time.perf_counter_ns() - self.schedule.time_of(i))  # type: ignore[union-attr]
         writers = self.writers
-        burst = self.burst
+        clients = len(writers)
         turn, used = self.turn, self.turn_used
+        burst = max(self.burst, -(-(upto - i + used) // clients))  # reaches no client twice
         while i < upto:
             take = min(upto - i, burst - used)
-            writers[turn].offer([time_of(j) for j in range(i, i + take)])  # type: ignore[union-attr]
+            writers[turn].offer(i, take)  # type: ignore[union-attr]
             i += take
             used += take
             if used == burst:
-                turn = turn + 1 if turn + 1 < len(writers) else 0
+                turn = turn + 1 if turn + 1 < clients else 0
                 used = 0
+        if used >= self.burst:  # a longer run's client has had its burst
+            turn = turn + 1 if turn + 1 < clients else 0
+            used = 0
         self.issued, self.turn, self.turn_used = i, turn, used
 
     async def _drain(self, started_ns: int, ended_ns: int) -> int:
@@ -361,9 +391,11 @@ class _Generator:
         while time.monotonic() < deadline and any(w.inflight or w.backlog for w in writers):
             await asyncio.sleep(0.005)
         now = time.perf_counter_ns()
+        time_of = self.schedule.time_of  # type: ignore[union-attr]
         unfinished = 0
         for w in writers:
-            for stamp in [*w.inflight.values(), *w.backlog]:
+            held = [time_of(j) for first, count in w.backlog for j in range(first, first + count)]
+            for stamp in [*w.inflight.values(), *held]:
                 if started_ns <= stamp < ended_ns:
                     unfinished += 1
                     self.latencies.append(now - stamp)
