@@ -381,3 +381,14 @@ def test_a_large_store_restores_alike():
     sessions = {cid: [cid * 3, {cid * 3 + s: (s % 3, b"r" * s) for s in range(64)}] for cid in range(64, 0, -1)}
     snapshot = PY.snapshot_state(data, sessions)
     assert same_outcome(snapshot) == outcome_of(data, sessions)
+
+
+def test_a_snapshot_format_error_is_a_raft_error_and_a_value_error():
+    """Every error raftfast raises on purpose derives from RaftError (raftfast.errors); the
+    ValueError base stays for callers that caught it before."""
+    from raftfast.errors import RaftError
+    from raftfast.kv.store import KVStore
+
+    with pytest.raises(RaftError):
+        KVStore().restore(b"RFKV\x01" + b"\xff" * 16)
+    assert issubclass(SnapshotFormatError, ValueError)

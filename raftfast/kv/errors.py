@@ -17,5 +17,5 @@ class KVTimeoutError(KVError, TimeoutError):
     same client is safe (same client id and seq)."""
 
 
-class SnapshotFormatError(ValueError):
+class SnapshotFormatError(RaftError, ValueError):
     """Snapshot bytes that this version cannot read."""
