@@ -158,6 +158,13 @@ def test_encode_refuses_bad_arguments(twin):
             twin.encode_puts(*args)
     with pytest.raises(TypeError):
         twin.encode_puts([tails[0], "not bytes"], 0, 1, 1, 2, 1)
+    # the same error from both twins where a C conversion could differ: a huge cursor, tails
+    # that are a sequence but not a list
+    with pytest.raises(ValueError, match="cursor"):
+        twin.encode_puts(tails, 1 << 70, 1, 1, 1, 1)
+    for other in (tuple(tails), iter(tails)):
+        with pytest.raises(TypeError, match="not a list"):
+            twin.encode_puts(other, 0, 1, 1, 1, 1)
     assert twin.encode_puts(tails, 0, 1, SEQS, 0, 1) == (b"", 0)  # an empty run may start anywhere
 
 
@@ -329,6 +336,11 @@ def test_bad_responses_are_refused_without_reading_past_them(twin):
     for next_seq in (0, SEQS):
         with pytest.raises(ValueError):
             twin.parse_responses(ok, 0, next_seq, inflight, 10, 0, 100, lat)
+    with pytest.raises(ValueError, match="pos"):
+        twin.parse_responses(ok, 1 << 70, 3, inflight, 10, 0, 100, lat)
+    for now in (1 << 63, -(1 << 63) - 1):
+        with pytest.raises(ValueError, match="now"):
+            twin.parse_responses(ok, 0, 3, inflight, now, 0, 100, lat)
     for latencies in (array("d"), [], None):
         with pytest.raises(TypeError):
             twin.parse_responses(ok, 0, 3, inflight, 10, 0, 100, latencies)

@@ -47,7 +47,7 @@ cdef object _INDEXES = 1 << 53  # write indexes are exact as doubles below this:
 cdef object _INT64 = 1 << 63
 
 
-def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, count, ack, inflight=None, start=0,
+def encode_puts(tails, cursor, client_id, first_seq, count, ack, inflight=None, start=0,
                 interval=0.0, first_index=0):
     """(requests, cursor after them): the put requests for seqs first_seq..first_seq+count-1,
     joined, the i-th for key `tails[(cursor + i) % len(tails)]`. A tail (bytes) is the end of a
@@ -58,16 +58,19 @@ def encode_puts(list tails not None, Py_ssize_t cursor, client_id, first_seq, co
     cursor outside the tails, a negative count, a client id, seq or ack outside 0..2^64-1, an
     interval that is not finite and >= 0, write indexes outside 0..2^53, a start or a stamp
     outside int64; TypeError for an inflight that is neither a dict nor None, a start or
-    first_index that is not an int, an interval that is not an int or float. On an error,
-    nothing is put in flight."""
-    cdef Py_ssize_t nkeys = PyList_GET_SIZE(tails), n, i, k, size = 0, tlen
+    first_index that is not an int, an interval that is not an int or float, tails that are
+    not a list. On an error, nothing is put in flight."""
+    cdef Py_ssize_t nkeys, n, i, k, size = 0, tlen
     cdef uint64_t cid, seq, ack_
     cdef int64_t first, start_, stamp
     cdef double step, last
     cdef bytes out
     cdef uint8_t* p
     cdef object tail
-    if not 0 <= cursor < nkeys:
+    if type(tails) is not list:
+        raise TypeError(f"encode_puts: tails is a {type(tails).__name__}, not a list")
+    nkeys = PyList_GET_SIZE(tails)
+    if not 0 <= cursor < nkeys:  # compared as Python ints: no overflow on a huge one
         raise ValueError(f"encode_puts: cursor {cursor} outside {nkeys} tails")
     if count < 0 or not (0 <= client_id < _SEQS and 0 <= first_seq and first_seq + count <= _SEQS and 0 <= ack < _SEQS):
         raise ValueError("encode_puts: count, client id, seq or ack out of range")
@@ -150,7 +153,7 @@ cdef int _flush(array.array latencies, const int64_t* batch, Py_ssize_t count) e
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight not None, int64_t now, lo, hi,
+def parse_responses(bytes data not None, pos, next_seq, dict inflight not None, now, lo, hi,
                     array.array latencies not None):
     """(pos, done, errors, halt): read the response frames in `data` from `pos` on. A response
     answers the seq in flight whose low 32 bits are its request id (the latest such seq below
@@ -160,24 +163,31 @@ def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight
     It stops at the first frame it cannot take: `halt` says why (MORE, NOT_LEADER or
     MALFORMED: a length below the head's or above MAX_RESPONSE) and `pos` is where that frame
     starts (for MORE, where the bytes left start). `inflight`'s keys are seqs and its stamps,
-    like `now`, ints in the int64 range (ns). ValueError for `pos` outside `data` or a
-    `next_seq` outside 1..2^64-1; TypeError for `latencies` of another typecode."""
-    cdef Py_ssize_t end = PyBytes_GET_SIZE(data), count = 0
+    like `now`, ints in the int64 range (ns). ValueError for `pos` outside `data`, a
+    `next_seq` outside 1..2^64-1 or a `now` outside int64; TypeError for `latencies` of another
+    typecode."""
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(data), count = 0, at
     cdef int64_t batch[BATCH]  # latencies not yet appended
     cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(data)
     cdef uint32_t length
     cdef uint64_t next_, base, seq
-    cdef int64_t lo_, hi_, stamp, latency
+    cdef int64_t lo_, hi_, stamp, latency, now_
     cdef bint window
     cdef Py_ssize_t done = 0, errors = 0
     cdef int halt = 0  # MORE
     cdef object found
+    # pos and now are compared as Python ints first, so a huge one is a ValueError, as in the
+    # pure twin, not an OverflowError from the conversion
     if not 0 <= pos <= end:
         raise ValueError(f"parse_responses: pos {pos} outside {end} bytes")
     if not 0 < next_seq < _SEQS:
         raise ValueError(f"parse_responses: next_seq {next_seq} out of range")
+    if not -_INT64 <= now < _INT64:
+        raise ValueError(f"parse_responses: now {now} outside int64")
     if latencies.ob_descr.typecode != c'q':
         raise TypeError(f"parse_responses: latencies is not an array('q'): {latencies!r:.40}")
+    at = pos
+    now_ = now
     next_ = next_seq
     base = next_ & ~<uint64_t>0xFFFFFFFF
     # the window [lo, hi) as an inclusive int64 range [lo_, hi_]: stamps are int64, the bounds
@@ -185,18 +195,18 @@ def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight
     window = lo < hi and lo <= INT64_MAX and hi > INT64_MIN
     lo_ = INT64_MIN if lo < INT64_MIN else (lo if window else 0)
     hi_ = INT64_MAX if hi > INT64_MAX else (hi - 1 if window else 0)
-    # every read below is of bytes pos..pos+HEAD-1 with end - pos >= HEAD checked first
-    while end - pos >= HEAD:
-        length = u32(buf + pos)
+    # every read below is of bytes at..at+HEAD-1 with end - at >= HEAD checked first
+    while end - at >= HEAD:
+        length = u32(buf + at)
         if length < HEAD - 4 or length > _MAX_RESPONSE:
             halt = _MALFORMED
             break
-        if <Py_ssize_t>length > end - pos - 4:
+        if <Py_ssize_t>length > end - at - 4:
             break
-        if buf[pos + 8] == _NOT_LEADER_STATUS:
+        if buf[at + 8] == _NOT_LEADER_STATUS:
             halt = _NOT_LEADER
             break
-        seq = base | u32(buf + pos + 4)
+        seq = base | u32(buf + at + 4)
         found = None
         if seq < next_:
             found = inflight.pop(PyLong_FromUnsignedLongLong(seq), None)
@@ -205,12 +215,12 @@ def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight
         # else: the seq would be negative, and no seq is
         if found is not None:
             done += 1
-            if buf[pos + 8] != _OK_STATUS:
+            if buf[at + 8] != _OK_STATUS:
                 errors += 1
             else:
                 stamp = found
                 if window and lo_ <= stamp <= hi_:
-                    if _sub_overflows(now, stamp, &latency):
+                    if _sub_overflows(now_, stamp, &latency):
                         _flush(latencies, batch, count)
                         raise OverflowError("parse_responses: a latency outside int64")
                     if count == BATCH:
@@ -218,6 +228,6 @@ def parse_responses(bytes data not None, Py_ssize_t pos, next_seq, dict inflight
                         count = 0
                     batch[count] = latency
                     count += 1
-        pos += 4 + <Py_ssize_t>length
+        at += 4 + <Py_ssize_t>length
     _flush(latencies, batch, count)
-    return pos, done, errors, halt
+    return at, done, errors, halt

@@ -47,8 +47,10 @@ def encode_puts(tails: List[bytes], cursor: int, client_id: int, first_seq: int,
     cursor outside the tails, a negative count, a client id, seq or ack outside 0..2^64-1, an
     interval that is not finite and >= 0, write indexes outside 0..2^53, a start or a stamp
     outside int64; TypeError for an inflight that is neither a dict nor None, a start or
-    first_index that is not an int, an interval that is not an int or float. On an error,
-    nothing is put in flight."""
+    first_index that is not an int, an interval that is not an int or float, tails that are
+    not a list. On an error, nothing is put in flight."""
+    if type(tails) is not list:
+        raise TypeError(f"encode_puts: tails is a {type(tails).__name__}, not a list")
     nkeys = len(tails)
     if not 0 <= cursor < nkeys:
         raise ValueError(f"encode_puts: cursor {cursor} outside {nkeys} tails")
@@ -94,13 +96,16 @@ def parse_responses(data: bytes, pos: int, next_seq: int, inflight: Dict[int, in
     It stops at the first frame it cannot take: `halt` says why (MORE, NOT_LEADER or
     MALFORMED: a length below the head's or above MAX_RESPONSE) and `pos` is where that frame
     starts (for MORE, where the bytes left start). `inflight`'s keys are seqs and its stamps,
-    like `now`, ints in the int64 range (ns). ValueError for `pos` outside
-    `data` or a `next_seq` outside 1..2^64-1; TypeError for `latencies` of another typecode."""
+    like `now`, ints in the int64 range (ns). ValueError for `pos` outside `data`, a
+    `next_seq` outside 1..2^64-1 or a `now` outside int64; TypeError for `latencies` of another
+    typecode."""
     end = len(data)
     if not 0 <= pos <= end:
         raise ValueError(f"parse_responses: pos {pos} outside {end} bytes")
     if not 0 < next_seq < _SEQS:
         raise ValueError(f"parse_responses: next_seq {next_seq} out of range")
+    if not -_INT64 <= now < _INT64:
+        raise ValueError(f"parse_responses: now {now} outside int64")
     if not isinstance(latencies, array) or latencies.typecode != "q":
         raise TypeError(f"parse_responses: latencies is not an array('q'): {latencies!r:.40}")
     unpack = RESPONSE.unpack_from
