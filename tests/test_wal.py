@@ -259,6 +259,13 @@ def test_past_its_first_segment_the_log_prepares_the_next_one_at_its_first_write
         wait_for(lambda: os.path.exists(tmp_path / (segment_name(3) + ".tmp")), timeout=2.0)
 
 
+class ZeroFillIO(FileIO):
+    """Real files, with new segments zero-filled, not allocated: the path of a file system
+    without fallocate (and of FaultyIO)."""
+
+    allocates = False
+
+
 class RecordedRests(threading.Event):
     """A stop event that records each rest instead of taking it, and is set at the `stop_at`th."""
 
@@ -280,9 +287,9 @@ def test_a_spare_is_zero_filled_at_a_pace_in_the_background(tmp_path):
     from raftfast.wal import segment
 
     stop = RecordedRests()
-    assert segment.prepare_segment(FileIO(), str(tmp_path), 7, 3 << 20, stop) == 3 << 20
+    assert segment.prepare_segment(ZeroFillIO(), str(tmp_path), 7, 3 << 20, stop) == 3 << 20
     assert len(stop.rests) == 3 and all(r >= 0 for r in stop.rests)
-    assert segment.prepare_segment(FileIO(), str(tmp_path), 8, 3 << 20) == 3 << 20
+    assert segment.prepare_segment(ZeroFillIO(), str(tmp_path), 8, 3 << 20) == 3 << 20
     assert os.path.getsize(tmp_path / (segment_name(7) + ".tmp")) == 3 << 20
 
 
@@ -290,11 +297,11 @@ def test_a_stopped_spare_ends_at_a_piece_boundary_with_what_it_zeroed(tmp_path):
     from raftfast.wal import segment
 
     stop = RecordedRests(stop_at=2)
-    assert segment.prepare_segment(FileIO(), str(tmp_path), 7, 5 << 20, stop) == 2 << 20
+    assert segment.prepare_segment(ZeroFillIO(), str(tmp_path), 7, 5 << 20, stop) == 2 << 20
     assert os.path.getsize(tmp_path / (segment_name(7) + ".tmp")) == 2 << 20
 
 
-class SlowSpareIO(FileIO):
+class SlowSpareIO(ZeroFillIO):
     """Real files, but the spare's background zero-fill is slow (`delay` s per 1 MiB write), as
     on a disk shared by three busy nodes. It logs the writes into temp files and the renames,
     in order, so a test can see what was written after a temp file became a segment."""
@@ -481,7 +488,7 @@ def test_close_stops_a_spare_rather_than_waiting_for_it(tmp_path):
         writer.check(log)
 
 
-class NoSpaceForNewSegments(FileIO):
+class NoSpaceForNewSegments(ZeroFillIO):
     """Real files, but writing a new segment's temp file fails with ENOSPC (on the spare's
     background thread, since FileIO allows threads)."""
 
@@ -519,6 +526,89 @@ def test_a_failed_background_preparation_is_fail_stop_at_rotation(tmp_path):
     with WalLog.open(tmp_path, segment_bytes=64 << 10) as again:
         assert again.last_index() >= synced > 0
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+class AllocatingIO(FileIO):
+    """Real files; counts what goes into new segments' temp files, and can make `allocate`
+    fail with `errno`."""
+
+    def __init__(self, errno_=None):
+        self.errno = errno_
+        self.temp_fds = set()
+        self.allocated = []
+        self.zero_writes = 0
+
+    def create(self, path):
+        fd = super().create(path)
+        if path.endswith(".wal.tmp"):
+            self.temp_fds.add(fd)
+        return fd
+
+    def close(self, fd):
+        self.temp_fds.discard(fd)
+        super().close(fd)
+
+    def allocate(self, fd, size):
+        if self.errno is not None:
+            raise OSError(self.errno, os.strerror(self.errno), "segment temp file")
+        self.allocated.append(size)
+        super().allocate(fd, size)
+
+    def pwrite(self, fd, data, offset):
+        if fd in self.temp_fds and not bytes(data).strip(b"\0"):
+            self.zero_writes += 1
+        super().pwrite(fd, data, offset)
+
+
+@pytest.mark.skipif(not FileIO.allocates, reason="no posix_fallocate here")
+def test_new_segments_are_allocated_not_zero_filled(tmp_path):
+    """No zeros to write back: the spare is ready at once, and reads as zeros."""
+    io = AllocatingIO()
+    log = WalLog.open(tmp_path, segment_bytes=256 << 10, io=io)
+    while len(segments(tmp_path)) < 4:
+        log.append_commands(1, 0, [b"x" * 100] * 50)
+        log.sync()
+    expected = state(log)
+    log.close()
+    assert len(io.allocated) >= 4 and set(io.allocated) == {256 << 10}  # the first one too
+    assert io.zero_writes == 0
+    newest = tmp_path / segments(tmp_path)[-1]
+    scan = Scan(newest.read_bytes())
+    list(scan)
+    assert scan.failure is None and scan.nonzero_end() == scan.end  # zeros after the records
+    with WalLog.open(tmp_path, segment_bytes=256 << 10) as again:
+        assert state(again) == expected
+
+
+@pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.EINVAL])
+def test_a_file_system_without_fallocate_gets_zeros_written(tmp_path, code):
+    io = AllocatingIO(code)
+    io.allocates = True
+    log = WalLog.open(tmp_path, segment_bytes=256 << 10, io=io)
+    while len(segments(tmp_path)) < 3:
+        log.append_commands(1, 0, [bytes(100)] * 50)
+        log.sync()
+    expected = state(log)
+    log.close()
+    assert io.zero_writes > 0 and not io.allocated
+    with WalLog.open(tmp_path, segment_bytes=256 << 10) as again:
+        assert state(again) == expected
+
+
+def test_no_space_to_allocate_a_segment_is_fail_stop(tmp_path):
+    WalLog.open(tmp_path, segment_bytes=64 << 10).close()
+    io = AllocatingIO(errno.ENOSPC)
+    io.allocates = True
+    log = WalLog.open(tmp_path, segment_bytes=64 << 10, io=io)
+    synced = 0
+    with pytest.raises(StorageError, match="No space"):
+        for _ in range(1000):
+            log.append_commands(1, 0, [bytes(100)] * 20)
+            log.sync()
+            synced = log.last_index()
+    log.close()
+    with WalLog.open(tmp_path, segment_bytes=64 << 10) as again:
+        assert again.last_index() >= synced > 0
 
 
 def test_fileio_pwrite_finishes_a_short_write(tmp_path, monkeypatch):

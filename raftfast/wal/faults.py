@@ -47,6 +47,7 @@ class FaultyIO(FileIO):
 
     MUTATING = ("create", "pwrite", "fdatasync", "fsync", "rename", "unlink", "fsync_dir")
     threads = False  # every call on the caller's thread, so step k is the same step every run
+    allocates = False  # segments are zero-filled: writes whose loss a power cut can model
 
     def __init__(self, crash_at: Optional[int] = None) -> None:
         self.crash_at = crash_at

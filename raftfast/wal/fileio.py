@@ -16,8 +16,12 @@ class FileIO:
     """The real thing: thin wrappers over `os`."""
 
     threads = True
-    """Whether the WAL may call this object from a background thread (to zero-fill the next
+    """Whether the WAL may call this object from a background thread (to prepare the next
     segment ahead of need). A file layer that counts or orders calls says False."""
+
+    allocates = hasattr(os, "posix_fallocate")
+    """Whether `allocate` can reserve a file's blocks without writing them: how a new segment
+    is made when no recycled one is at hand (else it is zero-filled)."""
 
     def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
@@ -46,6 +50,10 @@ class FileIO:
                 written = os.pwrite(fd, view, offset)
                 view = view[written:]
                 offset += written
+
+    def allocate(self, fd: int, size: int) -> None:
+        """Reserve bytes [0, size) of the file, reading as zeros (posix_fallocate)."""
+        os.posix_fallocate(fd, 0, size)
 
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)

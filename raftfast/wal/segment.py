@@ -9,6 +9,7 @@ this segment (its checksums are seeded with its number), which recovery judges.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ TMP_SUFFIX = ".tmp"
 RECYCLED_PREFIX = "recycled-"
 
 _ZEROS = bytes(1 << 20)
+_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 _ZERO_SYNC_BYTES = 1 << 20
 _NO_MAGIC = b"\0\0\0\0"
 
@@ -63,16 +65,28 @@ def write_zeros(io: FileIO, fd: int, start: int, end: int) -> None:
 
 
 def prepare_segment(io: FileIO, directory: str, seq: int, size: int, stop: Optional[threading.Event] = None) -> int:
-    """Write the temp file of segment `seq`: `size` bytes of zeros, fsynced; return how many
-    bytes it holds. The slow half of making a segment, which can run ahead of need. It syncs
-    every few MiB, so the disk never holds a long queue of zeros in front of the log's own
-    fdatasyncs. Given `stop` (ahead of need, in the background), it also rests after each
-    piece as long as the piece took, so the zeros take at most half the disk's time from the
-    log's fdatasyncs; and once `stop` is set it ends at the next piece boundary, with a
-    shorter file, because a rotation that cannot wait needs what is there now."""
+    """Make the temp file of segment `seq`: `size` bytes reading as zeros, fsynced; return how
+    many bytes it holds.
+
+    Where the file layer can, its blocks are allocated without being written (fallocate): at
+    once, and with nothing for the disk to write back. Zeros written (and written back) took
+    the disk from every node's fdatasyncs while segments still double: at 150k writes/s,
+    p50 27.5 and 31.5 ms against 20.7 and 22.0 ms allocated, and 235-244k committed writes/s
+    in the closed loop against 267-280k. A write into an allocated but unwritten block costs
+    its fdatasync an extent conversion (about 1.6x a 4 KB fdatasync into written blocks, on
+    its own), which recycled segments, the usual spare once the log is compacted, do not pay.
+
+    Otherwise it writes the zeros, syncing every MiB, so the disk never holds a long queue of
+    them in front of the log's own fdatasyncs. Given `stop` (ahead of need, in the
+    background), it also rests after each piece as long as the piece took, so the zeros take
+    at most half the disk's time from the log's fdatasyncs; and once `stop` is set it ends at
+    the next piece boundary, with a shorter file, because a rotation that cannot wait needs
+    what is there now."""
     fd = io.create(os.path.join(directory, segment_name(seq) + TMP_SUFFIX))
     prepared = 0
     try:
+        if io.allocates and _allocated(io, fd, size):
+            prepared = size
         while prepared < size and not (stop is not None and stop.is_set()):
             began = time.monotonic()
             end = min(size, prepared + _ZERO_SYNC_BYTES)
@@ -85,6 +99,18 @@ def prepare_segment(io: FileIO, directory: str, seq: int, size: int, stop: Optio
     finally:
         io.close(fd)
     return prepared
+
+
+def _allocated(io: FileIO, fd: int, size: int) -> bool:
+    """Whether `allocate` reserved the file's blocks; False where the file system cannot (the
+    zeros are written instead). Any other error, running out of space included, is raised."""
+    try:
+        io.allocate(fd, size)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return False
+        raise
+    return True
 
 
 def reuse_segment(io: FileIO, directory: str, recycled: str, seq: int, size: int) -> int:
