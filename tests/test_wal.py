@@ -560,23 +560,34 @@ class AllocatingIO(FileIO):
         super().pwrite(fd, data, offset)
 
 
-@pytest.mark.skipif(not FileIO.allocates, reason="no posix_fallocate here")
-def test_new_segments_are_allocated_not_zero_filled(tmp_path):
-    """No zeros to write back: the spare is ready at once, and reads as zeros."""
-    io = AllocatingIO()
-    log = WalLog.open(tmp_path, segment_bytes=256 << 10, io=io)
-    while len(segments(tmp_path)) < 4:
-        log.append_commands(1, 0, [b"x" * 100] * 50)
+MIB = 1 << 20
+
+
+def grow(log, path, count):
+    """Append 1 MiB at a time until the log has `count` segments: 1, 2, 4, 8 MiB, then 16."""
+    while len(segments(path)) < count:
+        log.append_commands(1, 0, [b"x" * (64 << 10)] * 16)
         log.sync()
+
+
+@pytest.mark.skipif(not FileIO.allocates, reason="no posix_fallocate here")
+def test_segments_above_4_mib_are_allocated_not_zero_filled(tmp_path):
+    """No zeros to write back: the spare is ready at once, and reads as zeros. The small first
+    segments are still zero-filled, for the cheaper fdatasync of written blocks."""
+    io = AllocatingIO()
+    log = WalLog.open(tmp_path, segment_bytes=16 * MIB, io=io)
+    grow(log, tmp_path, 5)
     expected = state(log)
     log.close()
-    assert len(io.allocated) >= 4 and set(io.allocated) == {256 << 10}  # the first one too
-    assert io.zero_writes == 0
+    sizes = [os.path.getsize(tmp_path / n) for n in segments(tmp_path)]
+    assert io.allocated == [n for n in sizes if n > 4 * MIB] + [16 * MIB]  # and the spare's
+    assert io.zero_writes >= sum(n // MIB for n in sizes if n <= 4 * MIB)  # one write per MiB at least
     newest = tmp_path / segments(tmp_path)[-1]
+    assert os.path.getsize(newest) in io.allocated
     scan = Scan(newest.read_bytes())
     list(scan)
     assert scan.failure is None and scan.nonzero_end() == scan.end  # zeros after the records
-    with WalLog.open(tmp_path, segment_bytes=256 << 10) as again:
+    with WalLog.open(tmp_path, segment_bytes=16 * MIB) as again:
         assert state(again) == expected
 
 
@@ -584,30 +595,27 @@ def test_new_segments_are_allocated_not_zero_filled(tmp_path):
 def test_a_file_system_without_fallocate_gets_zeros_written(tmp_path, code):
     io = AllocatingIO(code)
     io.allocates = True
-    log = WalLog.open(tmp_path, segment_bytes=256 << 10, io=io)
-    while len(segments(tmp_path)) < 3:
-        log.append_commands(1, 0, [bytes(100)] * 50)
-        log.sync()
+    log = WalLog.open(tmp_path, segment_bytes=16 * MIB, io=io)
+    grow(log, tmp_path, 5)
     expected = state(log)
     log.close()
-    assert io.zero_writes > 0 and not io.allocated
-    with WalLog.open(tmp_path, segment_bytes=256 << 10) as again:
+    assert io.zero_writes > 7 and not io.allocated  # the 8 and 16 MiB ones too
+    with WalLog.open(tmp_path, segment_bytes=16 * MIB) as again:
         assert state(again) == expected
 
 
 def test_no_space_to_allocate_a_segment_is_fail_stop(tmp_path):
-    WalLog.open(tmp_path, segment_bytes=64 << 10).close()
     io = AllocatingIO(errno.ENOSPC)
     io.allocates = True
-    log = WalLog.open(tmp_path, segment_bytes=64 << 10, io=io)
+    log = WalLog.open(tmp_path, segment_bytes=16 * MIB, io=io)
     synced = 0
     with pytest.raises(StorageError, match="No space"):
-        for _ in range(1000):
-            log.append_commands(1, 0, [bytes(100)] * 20)
+        for _ in range(64):
+            log.append_commands(1, 0, [b"x" * (64 << 10)] * 16)
             log.sync()
             synced = log.last_index()
     log.close()
-    with WalLog.open(tmp_path, segment_bytes=64 << 10) as again:
+    with WalLog.open(tmp_path, segment_bytes=16 * MIB) as again:
         assert again.last_index() >= synced > 0
 
 
