@@ -73,10 +73,10 @@ def prepare_segment(io: FileIO, directory: str, seq: int, size: int, stop: Optio
     many bytes it holds.
 
     Where the file layer can, a segment larger than 4 MiB has its blocks allocated without
-    being written (fallocate): at once, and with nothing for the disk to write back. Zeros written (and written back) took
-    the disk from every node's fdatasyncs while segments still double: at 150k writes/s,
-    p50 27.5 and 31.5 ms against 20.7 and 22.0 ms allocated, and 235-244k committed writes/s
-    in the closed loop against 267-280k. A write into an allocated but unwritten block costs
+    being written (fallocate): at once, and with nothing for the disk to write back. Zeros
+    written (and written back) took the disk from every node's fdatasyncs while segments still
+    double: at 150k writes/s, p50 27.5 and 31.5 ms against 20.7 and 22.0 ms allocated, and
+    235-244k committed writes/s in the closed loop against 267-280k. A write into an allocated but unwritten block costs
     its fdatasync an extent conversion (about 1.6x a 4 KB fdatasync into written blocks, on
     its own), which recycled segments, the usual spare once the log is compacted, do not pay,
     nor the small first segments, which are still zero-filled (`_ZERO_FILL_BYTES`): a single
