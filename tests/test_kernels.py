@@ -6,7 +6,6 @@ compiled leg of CI really has them.
 
 from __future__ import annotations
 
-import importlib
 from array import array
 
 import pytest
@@ -14,21 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftfast.types import EntryKind, LogEntry
+from twins import built_twins
 
 
-def _twins(name: str):
-    found = []
-    for suffix in ("_py", "_c"):
-        try:
-            found.append(importlib.import_module(f"{name}{suffix}"))
-        except ImportError:
-            continue
-    return found
-
-
-ENTRY_TWINS = _twins("raftfast.log._entries")
-QUORUM_TWINS = _twins("raftfast.quorum._quorum")
-PROPOSAL_TWINS = _twins("raftfast._proposals")
+ENTRY_TWINS = built_twins("raftfast.log._entries")
+QUORUM_TWINS = built_twins("raftfast.quorum._quorum")
+PROPOSAL_TWINS = built_twins("raftfast._proposals")
 
 
 class NaiveLog:

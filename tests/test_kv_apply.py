@@ -6,7 +6,6 @@ and session eviction."""
 from __future__ import annotations
 
 import copy
-import importlib
 import struct
 
 import pytest
@@ -14,19 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftfast.kv.protocol import BATCH_TAG, NO_VALUE, RESPONSE, Op, encode_request
+from twins import built_twins
 
 
-def _twins():
-    found = []
-    for suffix in ("_py", "_c"):
-        try:
-            found.append(importlib.import_module(f"raftfast.kv._apply{suffix}"))
-        except ImportError:
-            continue
-    return found
-
-
-TWINS = _twins()
+TWINS = built_twins("raftfast.kv._apply")
 PURE = TWINS[0]
 
 requests = st.tuples(

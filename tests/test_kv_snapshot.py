@@ -8,7 +8,6 @@ the same SnapshotFormatError, without allocating for what it claims."""
 
 from __future__ import annotations
 
-import importlib
 import struct
 import sys
 import tracemalloc
@@ -20,19 +19,10 @@ from hypothesis import strategies as st
 
 from raftfast.kv.protocol import Status
 from raftfast.kv.store import KVStore, SnapshotFormatError
+from twins import built_twins
 
 
-def _twins():
-    found = []
-    for suffix in ("_py", "_c"):
-        try:
-            found.append(importlib.import_module(f"raftfast.kv._apply{suffix}"))
-        except ImportError:
-            continue
-    return found
-
-
-TWINS = _twins()
+TWINS = built_twins("raftfast.kv._apply")
 ids = lambda m: m.__name__.rsplit(".", 1)[1]  # noqa: E731
 
 
