@@ -488,9 +488,8 @@ def test_close_stops_a_spare_rather_than_waiting_for_it(tmp_path):
         writer.check(log)
 
 
-class NoSpaceForNewSegments(ZeroFillIO):
-    """Real files, but writing a new segment's temp file fails with ENOSPC (on the spare's
-    background thread, since FileIO allows threads)."""
+class SegmentTempIO(FileIO):
+    """Real files; `temp_fds` are the open descriptors of new segments' temp files."""
 
     def __init__(self):
         self.temp_fds = set()
@@ -504,6 +503,13 @@ class NoSpaceForNewSegments(ZeroFillIO):
     def close(self, fd):
         self.temp_fds.discard(fd)
         super().close(fd)
+
+
+class NoSpaceForNewSegments(SegmentTempIO):
+    """Real files, zero-filled segments, but writing a new segment's temp file fails with
+    ENOSPC (on the spare's background thread, since FileIO allows threads)."""
+
+    allocates = False
 
     def pwrite(self, fd, data, offset):
         if fd in self.temp_fds:
@@ -528,25 +534,15 @@ def test_a_failed_background_preparation_is_fail_stop_at_rotation(tmp_path):
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
-class AllocatingIO(FileIO):
+class AllocatingIO(SegmentTempIO):
     """Real files; counts what goes into new segments' temp files, and can make `allocate`
     fail with `errno`."""
 
     def __init__(self, errno_=None):
+        super().__init__()
         self.errno = errno_
-        self.temp_fds = set()
         self.allocated = []
         self.zero_writes = 0
-
-    def create(self, path):
-        fd = super().create(path)
-        if path.endswith(".wal.tmp"):
-            self.temp_fds.add(fd)
-        return fd
-
-    def close(self, fd):
-        self.temp_fds.discard(fd)
-        super().close(fd)
 
     def allocate(self, fd, size):
         if self.errno is not None:
